@@ -1,0 +1,1 @@
+"""torch -> ONNX: one exporter per component, the bundle writer, validation against PyTorch."""

@@ -1,0 +1,57 @@
+"""Model facts without training: parameter counts and FLOPs per chunk, on the meta device."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mirasol_edge.config import ModelConfig
+from mirasol_edge.model import MirasolModel
+
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder")
+
+
+def build_meta(cfg: ModelConfig) -> MirasolModel:
+    """The model with shapes but no storage: any preset, mirasol3b included, costs no memory."""
+    with torch.device("meta"):
+        model = MirasolModel(cfg)
+    return model.to("meta").eval()  # the mel filter bank is built on the CPU
+
+
+def parameter_counts(model: MirasolModel) -> dict[str, int]:
+    """Parameters per component, and "total"."""
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int]:
+    """FLOPs (2 per multiply-add) of each stage for one chunk of one stream, the stream holding a full
+    temporal window; and of one generated token attending to that window. Counted by torch's
+    FlopCounterMode (matmuls, convolutions, attention) on meta tensors, so nothing is computed."""
+    cfg = model.cfg
+    spec, m, d, h = cfg.chunk, cfg.combiner.latents, cfg.d_model, cfg.n_heads
+    past = cfg.temporal_window * m
+    with torch.device("meta"), torch.no_grad():
+        wav = torch.zeros(1, spec.samples_per_chunk)
+        frames = torch.zeros(1, spec.frames_per_chunk, spec.frame_size, spec.frame_size, 3, dtype=torch.uint8)
+        kv = torch.zeros(1, h, past, d // h)
+        stages = {}
+
+        def count(name, fn, *args):
+            with FlopCounterMode(display=False) as counter:
+                out = fn(*args)
+            stages[name] = counter.get_total_flops()
+            return out
+
+        audio = count("audio_extractor", model.audio_extractor, wav)
+        video = count("video_extractor", model.video_extractor, frames)
+        memory = model.combiner.initial_memory(1) if model.combiner.has_memory else None
+        latents, _ = count("combiner", model.combiner, audio, video, memory)
+        features, _ = count("temporal_decoder", model.temporal_decoder, latents, 0, [(kv, kv)] * cfg.temporal_layers)
+        count("cross_kv", model.context_decoder.cross_keys_values, features)
+        token = torch.zeros(1, 1, dtype=torch.long)
+        self_kv = torch.zeros(1, h, text_tokens, d // h)
+        count("context_token", model.context_decoder, token, [(kv, kv)] * cfg.context_layers, [(self_kv, self_kv)] * cfg.context_layers)
+    stages["chunk_total"] = sum(v for k, v in stages.items() if k != "context_token")
+    return stages

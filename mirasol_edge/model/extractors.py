@@ -1,0 +1,87 @@
+"""Per-chunk feature extractors: audio waveform -> audio tokens, video frames -> video tokens."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from mirasol_edge.config import ModelConfig
+from mirasol_edge.model.layers import Encoder
+
+LOG_MEL_FLOOR = 1e-6  # avoids log(0) on silence
+LOG_MEL_SHIFT, LOG_MEL_SCALE = 4.0, 4.0  # brings log-mel of speech-level audio to about unit range
+
+# Normalisation of RGB in [0, 1]: ImageNet statistics for our tubelet ViT, Kinetics for torchvision nets.
+IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
+
+
+class AudioExtractor(nn.Module):
+    """16 kHz mono waveform -> log-mel -> spectrogram-patch transformer -> audio tokens."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        a, d = cfg.audio, cfg.d_model
+        with torch.device("cpu"):  # its filter bank is built by data-dependent code, which meta tensors refuse
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=cfg.chunk.sample_rate, n_fft=a.n_fft, hop_length=a.hop_length, n_mels=a.n_mels
+            )
+        self.patch = nn.Conv2d(1, d, kernel_size=(a.patch_mels, a.patch_frames), stride=(a.patch_mels, a.patch_frames))
+        self.position = nn.Parameter(torch.randn(cfg.audio_tokens, d) * 0.02)
+        self.encoder = Encoder(d, cfg.n_heads, a.layers, cfg.mlp_ratio)
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """waveform (B, S) float32 -> audio_tokens (B, Na, D)."""
+        mel = self.mel(waveform)  # (B, n_mels, frames)
+        x = (torch.log(mel + LOG_MEL_FLOOR) + LOG_MEL_SHIFT) / LOG_MEL_SCALE
+        x = self.patch(x.unsqueeze(1))  # (B, 1, n_mels, frames) -> (B, D, n_mels/pm, frames/pf)
+        x = x.flatten(2).transpose(1, 2)  # (B, Na, D)
+        return self.encoder(x + self.position)
+
+
+class VideoExtractor(nn.Module):
+    """uint8 RGB frames -> normalisation -> tubelet transformer (or torchvision net) -> video tokens."""
+
+    def __init__(self, cfg: ModelConfig, backbone_weights: str | None = None):
+        super().__init__()
+        v, d = cfg.video, cfg.d_model
+        self.backbone_name = v.backbone
+        if v.backbone == "tubelet":
+            mean, std = IMAGE_MEAN, IMAGE_STD
+            size = (v.tubelet_frames, v.patch_size, v.patch_size)
+            self.patch = nn.Conv3d(3, d, kernel_size=size, stride=size)
+            self.position = nn.Parameter(torch.randn(cfg.video_tokens, d) * 0.02)
+            self.encoder = Encoder(d, cfg.n_heads, v.layers, cfg.mlp_ratio)
+        else:
+            mean, std = KINETICS_MEAN, KINETICS_STD
+            self.backbone = _torchvision_backbone(v.backbone, backbone_weights)
+            self.project = nn.Linear(512, d)  # r3d/mc3/r2plus1d end in 512 channels
+            self.norm = nn.LayerNorm(d)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """frames (B, F, H, W, 3) uint8 -> video_tokens (B, Nv, D)."""
+        x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, F, H, W)
+        x = (x - self.mean) / self.std
+        if self.backbone_name == "tubelet":
+            x = self.patch(x).flatten(2).transpose(1, 2)  # (B, D, F/t, H/p, W/p) -> (B, Nv, D)
+            return self.encoder(x + self.position)
+        x = self.backbone(x).flatten(2).transpose(1, 2)  # (B, 512, t, h, w) -> (B, t*h*w, 512)
+        return self.norm(self.project(x))
+
+
+def _torchvision_backbone(name: str, weights_path: str | None) -> nn.Module:
+    """A torchvision video ResNet without its pooling and classifier; weights from a local file only."""
+    import torchvision.models.video as tv
+
+    if name not in ("r3d_18", "mc3_18", "r2plus1d_18"):
+        raise ValueError(f"unknown video backbone {name!r}; use tubelet, r3d_18, mc3_18 or r2plus1d_18.")
+    net = getattr(tv, name)(weights=None)  # never downloads
+    if weights_path is not None:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.")] or unexpected:
+            raise ValueError(f"{weights_path} is not a {name} state dict (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    return nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4)

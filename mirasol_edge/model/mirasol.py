@@ -1,0 +1,194 @@
+"""MirasolModel: extractors -> combiner -> temporal decoder per chunk; context decoder for text.
+
+Two ways through the same weights, which give the same features and the same greedy answer:
+- whole clip: `encode` / `forward` (training), all chunks at once under a block-causal mask;
+- streaming: `init_stream` -> `push_chunk` ... -> `generate` (inference, mirrored by the
+  exporter and the ONNX runtime), every cache an explicit tensor in a `StreamState`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mirasol_edge.config import ModelConfig
+from mirasol_edge.model.combiner import build_combiner
+from mirasol_edge.model.decoders import KV, ContextDecoder, TemporalDecoder
+from mirasol_edge.model.extractors import AudioExtractor, VideoExtractor
+from mirasol_edge.runtime import tokenizer
+from mirasol_edge.runtime.chunking import chunk_clip
+
+IGNORE = -100  # label of tokens that are not scored (question, padding)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """Everything a stream carries between chunks. Immutable: push_chunk returns a new one."""
+
+    chunks: int  # chunks pushed so far (the next chunk's position)
+    temporal: list[KV]  # per layer (B, h, P, hd), P <= temporal_window * m
+    cross: list[KV]  # per layer (B, h, N, hd), the context decoder's cross-attention cache
+    memory: Tensor | None  # TTM memory (B, M, D), None for the Transformer Combiner
+
+
+class MirasolModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, video_backbone_weights: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_extractor = AudioExtractor(cfg)
+        self.video_extractor = VideoExtractor(cfg, video_backbone_weights)
+        self.combiner = build_combiner(cfg)
+        self.temporal_decoder = TemporalDecoder(cfg)
+        self.context_decoder = ContextDecoder(cfg)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def check_chunks(self, waveform: Tensor, frames: Tensor) -> None:
+        """Raise ValueError if waveform (B, K, S) float32 / frames (B, K, F, H, W, 3) uint8 do not fit."""
+        spec = self.cfg.chunk
+        f, s, hw = spec.frames_per_chunk, spec.samples_per_chunk, spec.frame_size
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"video frames must be uint8 RGB, got {frames.dtype}; convert with .to(torch.uint8).")
+        if waveform.dtype != torch.float32:
+            raise ValueError(f"audio must be float32 samples in [-1, 1], got {waveform.dtype}.")
+        if frames.ndim != 6 or tuple(frames.shape[2:]) != (f, hw, hw, 3):
+            raise ValueError(
+                f"video chunks must have shape (B, K, {f}, {hw}, {hw}, 3) (frames of {hw}x{hw} at "
+                f"{spec.fps} fps), got {tuple(frames.shape)}; resize and chunk with runtime.chunking."
+            )
+        if waveform.ndim != 3 or waveform.shape[2] != s or waveform.shape[:2] != frames.shape[:2]:
+            raise ValueError(f"audio chunks must have shape {tuple(frames.shape[:2]) + (s,)}, got {tuple(waveform.shape)}.")
+        if frames.shape[1] == 0:
+            raise ValueError("the clip is empty: it has no chunks.")
+
+    # -- whole clip -------------------------------------------------------------------------
+
+    def combine(self, waveform: Tensor, frames: Tensor, memory: Tensor | None = None):
+        """waveform (B, K, S), frames (B, K, F, H, W, 3) -> latents (B, K, m, D), TTM memory (B, M, D) or None."""
+        self.check_chunks(waveform, frames)
+        b, k = frames.shape[:2]
+        audio = self.audio_extractor(waveform.flatten(0, 1))  # (B*K, Na, D)
+        video = self.video_extractor(frames.flatten(0, 1))  # (B*K, Nv, D)
+        if not self.combiner.has_memory:
+            latents, _ = self.combiner(audio, video)  # chunks are independent: all at once
+            return latents.view(b, k, *latents.shape[1:]), None  # (B*K, m, D) -> (B, K, m, D)
+        audio, video = audio.view(b, k, *audio.shape[1:]), video.view(b, k, *video.shape[1:])
+        if memory is None:
+            memory = self.combiner.initial_memory(b, frames.device)
+        latents = []
+        for i in range(k):  # the memory makes the TTM sequential over chunks
+            chunk_latents, memory = self.combiner(audio[:, i], video[:, i], memory)
+            latents.append(chunk_latents)
+        return torch.stack(latents, dim=1), memory
+
+    def encode(self, waveform: Tensor, frames: Tensor):
+        """Whole clip: -> latents (B, K, m, D) and temporal features (B, K*m, D)."""
+        latents, _ = self.combine(waveform, frames)
+        features, _ = self.temporal_decoder(latents.flatten(1, 2), 0)  # (B, K, m, D) -> (B, K*m, D)
+        return latents, features
+
+    def forward(self, waveform: Tensor, frames: Tensor, tokens: Tensor, labels: Tensor, chunk_mask: Tensor | None = None):
+        """Training loss.
+
+        waveform (B, K, S) f32, frames (B, K, F, H, W, 3) u8, tokens (B, T) the input ids,
+        labels (B, T) the next ids with IGNORE where unscored, chunk_mask (B, K) True for real
+        (not padding) chunks. Returns {"loss", "answer_loss", "latent_loss"}.
+        """
+        latents, features = self.encode(waveform, frames)
+        b, k, m, d = latents.shape
+        cross_mask = None
+        if chunk_mask is not None:
+            cross_mask = chunk_mask.repeat_interleave(m, dim=1)[:, None, None, :]  # (B, 1, 1, K*m)
+        cross = self.context_decoder.cross_keys_values(features)
+        logits, _ = self.context_decoder(tokens, cross, cross_mask=cross_mask)
+        answer_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        if k > 1:  # chunk k's features predict chunk k+1's latents (targets not back-propagated)
+            predicted = self.temporal_decoder.next_latents(features).view(b, k, m, d)[:, :-1]
+            error = (predicted - latents[:, 1:].detach()).pow(2).mean(dim=(2, 3))  # (B, K-1)
+            valid = torch.ones_like(error) if chunk_mask is None else chunk_mask[:, 1:].float()
+            latent_loss = (error * valid).sum() / valid.sum().clamp(min=1)
+        else:
+            latent_loss = features.new_zeros(())
+        loss = answer_loss + self.cfg.latent_loss_weight * latent_loss
+        return {"loss": loss, "answer_loss": answer_loss, "latent_loss": latent_loss}
+
+    # -- streaming ----------------------------------------------------------------------------
+
+    def init_stream(self, batch: int = 1) -> StreamState:
+        """The state before the first chunk: empty caches, initial TTM memory."""
+        device = self.temporal_decoder.slot.device
+        hd, h = self.cfg.d_model // self.cfg.n_heads, self.cfg.n_heads
+        empty = torch.zeros(batch, h, 0, hd, device=device)
+        memory = self.combiner.initial_memory(batch, device) if self.combiner.has_memory else None
+        return StreamState(
+            chunks=0,
+            temporal=[(empty, empty)] * self.cfg.temporal_layers,
+            cross=[(empty, empty)] * self.cfg.context_layers,
+            memory=memory,
+        )
+
+    @torch.no_grad()
+    def push_chunk(self, state: StreamState, waveform: Tensor, frames: Tensor) -> StreamState:
+        """One chunk: waveform (B, S) f32, frames (B, F, H, W, 3) u8 -> the stream's next state.
+
+        Both caches keep the last `temporal_window` chunks: the temporal one as the whole-clip mask
+        does, the cross one to bound memory on endless streams (the whole-clip forward sees all).
+        """
+        latents, memory = self.combine(waveform[:, None], frames[:, None], state.memory)  # (B, 1, m, D)
+        features, temporal = self.temporal_decoder(latents[:, 0], state.chunks, state.temporal)
+        keep = self.cfg.temporal_window * self.cfg.combiner.latents
+        new_cross = self.context_decoder.cross_keys_values(features)
+        cross = [(torch.cat([k, nk], dim=2), torch.cat([v, nv], dim=2)) for (k, v), (nk, nv) in zip(state.cross, new_cross)]
+        return StreamState(
+            chunks=state.chunks + 1, temporal=_keep_last(temporal, keep), cross=_keep_last(cross, keep), memory=memory
+        )
+
+    @torch.no_grad()
+    def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16) -> Tensor:
+        """Greedy decoding with the self-attention cache.
+
+        cross: per layer (B, h, N, hd); prompt (B, T0) ids -> generated ids (B, n), n <= max_new_tokens,
+        ending where every row has produced eos (eos included; rows done early are padded with eos).
+        """
+        max_new_tokens = min(max_new_tokens, self.cfg.max_text_len - prompt.shape[1])
+        logits, past = self.context_decoder(prompt, cross)
+        out, done = [], torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(dim=-1).masked_fill(done, tokenizer.EOS)  # (B,)
+            out.append(token)
+            done |= token == tokenizer.EOS
+            if done.all() or len(out) == max_new_tokens:
+                break
+            logits, past = self.context_decoder(token[:, None], cross, past)
+        return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)
+
+    def prompt_ids(self, question: str) -> Tensor:
+        """question -> (1, T0) ids [bos] question [sep]; ValueError if empty or too long."""
+        ids = tokenizer.encode_prompt(question, self.cfg.max_text_len)
+        return torch.tensor([ids], device=self.temporal_decoder.slot.device)
+
+    @torch.no_grad()
+    def answer(self, state: StreamState, question: str, max_new_tokens: int = 16) -> str:
+        """Greedy answer to `question` about the chunks pushed so far (batch 1). Leaves the stream as it is."""
+        if state.chunks == 0:
+            raise ValueError("no chunk has been pushed to the stream yet; push at least one chunk before asking.")
+        return tokenizer.decode(self.generate(state.cross, self.prompt_ids(question), max_new_tokens)[0].tolist())
+
+    @torch.no_grad()
+    def answer_clip(self, frames: np.ndarray, waveform: np.ndarray, question: str, max_new_tokens: int = 16) -> str:
+        """Whole clip from arrays: frames (T, H, W, 3) u8 at the model's fps and size, waveform (N,) f32."""
+        prompt = self.prompt_ids(question)  # checks the question before any compute
+        frames, waveform = chunk_clip(frames, waveform, self.cfg.chunk)  # (K, F, H, W, 3), (K, S)
+        device = prompt.device
+        _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
+        cross = self.context_decoder.cross_keys_values(features)
+        return tokenizer.decode(self.generate(cross, prompt, max_new_tokens)[0].tolist())
+
+
+def _keep_last(cache: list[KV], n: int) -> list[KV]:
+    """Each (B, h, N, hd) pair cut to its last n positions."""
+    return [(k[:, :, -n:], v[:, :, -n:]) for k, v in cache]

@@ -1,0 +1,52 @@
+"""Byte-level UTF-8 tokenizer: no vocabulary file, the same in training and at runtime.
+
+Token ids: 0 pad, 1 bos, 2 eos, 3 sep, then byte b -> b + 4 (vocabulary of 260).
+A prompt is  [bos] question-bytes [sep];  the answer follows, ended by [eos].
+"""
+
+from __future__ import annotations
+
+PAD, BOS, EOS, SEP = 0, 1, 2, 3
+NUM_SPECIAL = 4
+VOCAB_SIZE = NUM_SPECIAL + 256
+
+
+def encode(text: str) -> list[int]:
+    """UTF-8 bytes of `text` as token ids (no special tokens)."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be str, got {type(text).__name__}; decode bytes as UTF-8 first.")
+    return [b + NUM_SPECIAL for b in text.encode("utf-8")]
+
+
+def decode(ids) -> str:
+    """Token ids back to text; special tokens are skipped, stops at the first eos."""
+    out = bytearray()
+    for i in ids:
+        i = int(i)
+        if i == EOS:
+            break
+        if i >= NUM_SPECIAL:
+            out.append(i - NUM_SPECIAL)
+    return out.decode("utf-8", errors="replace")
+
+
+def encode_prompt(question: str, max_len: int) -> list[int]:
+    """[bos] question [sep]; raises ValueError if it cannot fit in `max_len` tokens with room to answer."""
+    if not question or not question.strip():
+        raise ValueError("the question is empty; ask something, e.g. -q 'what colour is the square?'.")
+    ids = [BOS, *encode(question), SEP]
+    if len(ids) >= max_len:
+        raise ValueError(
+            f"the question is {len(ids)} tokens (UTF-8 bytes + 2) but the model's text context is "
+            f"{max_len}; shorten it to under {max_len - 2} bytes."
+        )
+    return ids
+
+
+def encode_example(question: str, answer: str, max_len: int) -> tuple[list[int], int]:
+    """Prompt + answer + eos as one sequence, and the index where the answer starts."""
+    prompt = encode_prompt(question, max_len)
+    ids = prompt + encode(answer) + [EOS]
+    if len(ids) > max_len:
+        raise ValueError(f"question and answer are {len(ids)} tokens, more than the text context {max_len}.")
+    return ids, len(prompt)
