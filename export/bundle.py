@@ -1,0 +1,295 @@
+"""export_bundle: every component to ONNX, validated, with its manifest, written atomically.
+
+The bundle is assembled in a hidden sibling directory and renamed into place at the end, so an
+interrupted or failed export never leaves a directory that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from mirasol_edge.export.components import Component, build_components, export_component
+from mirasol_edge.export.manifest import FORMAT, file_entry, read_manifest, write_manifest
+from mirasol_edge.model import MirasolModel
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MIN_OPSET = 18  # the dynamo exporter's own opset; older ones lack ops it emits
+MAX_OPSET = 25  # the newest the exporter converts to and onnxruntime (1.32) loads
+DEFAULT_OPSET = 20  # native Gelu; onnxruntime >= 1.17 runs it
+MAX_NEW_TOKENS = 16  # the runtime's default answer length
+
+
+def export_bundle(
+    model: MirasolModel,
+    out_dir: str | os.PathLike,
+    precision: str = "fp32",
+    opset: int | None = None,
+    validate: bool = True,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    external_data: bool | None = None,
+) -> Path:
+    """Export every component of `model` to `out_dir` as a bundle (docs/bundle.md); returns its path.
+
+    precision: fp32, fp16 (fp32 inputs/outputs) or int8 (dynamically quantised weights).
+    opset: ONNX opset, MIN_OPSET..MAX_OPSET (default DEFAULT_OPSET).
+    validate: check each graph against PyTorch on fresh shapes (raises ValidationError).
+    force: replace an existing bundle (or empty directory) at out_dir.
+    progress: called with one line per component (and per validated output).
+    external_data: weights in <file>.onnx.data next to each graph; None: only from 1.5 GiB.
+    Raises ValueError, in one sentence, for bad arguments or an out_dir it may not replace.
+    """
+    opset = check_export_args(out_dir, precision, opset, force)
+    out = Path(out_dir)
+    say = progress or (lambda line: None)
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    was_training = model.training
+    model.eval()
+
+    created = _make_parents(out.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is as readable as any new directory
+    except OSError as e:
+        _remove_dirs(created)
+        raise ValueError(f"cannot write to {out.parent} ({e.strerror}); choose a writable output directory.") from None
+    try:
+        results = _export_all(model, staging, precision, opset, validate, external_data, say)
+        write_manifest(staging, _manifest(model, staging, results, precision, opset))
+        _swap_into_place(staging, out)
+    except BaseException:  # KeyboardInterrupt included: never leave a partial bundle behind
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_dirs(created)
+        raise
+    finally:
+        model.train(was_training)
+    return out
+
+
+def check_export_args(out_dir: str | os.PathLike, precision: str, opset: int | None, force: bool) -> int:
+    """ValueError, in one sentence, for arguments export_bundle would refuse; returns the opset to use."""
+    opset = DEFAULT_OPSET if opset is None else opset
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset} is not supported; choose one from {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET}).")
+    _check_out_dir(Path(out_dir), force)
+    return opset
+
+
+def _export_all(model, staging: Path, precision: str, opset: int, validate: bool, external_data, say) -> dict:
+    from mirasol_edge.export import precision as variants
+    from mirasol_edge.export.validate import TOLERANCES, validate_component
+
+    work = staging / ".fp32" if precision != "fp32" else staging
+    work.mkdir(exist_ok=True)
+    results = {}
+    for component in build_components(model):
+        start = time.perf_counter()
+        fp32_path, path = work / component.file, staging / component.file
+        external = export_component(component, fp32_path, opset, _metadata(model, component, precision, opset), external_data)
+        kept = 0
+        if precision == "fp16":
+            kept = variants.to_fp16(fp32_path, path, external)
+        elif precision == "int8":
+            kept = variants.to_int8(fp32_path, path, external)
+        if precision != "fp32":
+            _stamp_metadata(path, _metadata(model, component, precision, opset))
+            for f in _graph_files(fp32_path):
+                f.unlink()
+        checks = validate_component(component, path, precision) if validate else []
+        seconds = time.perf_counter() - start
+        size = sum(f.stat().st_size for f in _graph_files(path))
+        note = f", {kept} nodes kept fp32" if kept else ""
+        say(f"{component.name:<18} {seconds:6.1f} s  {size / 1e6:9.2f} MB{note}" + ("  validated" if validate else ""))
+        for c in checks:
+            say(f"  {c.line()}")
+        results[component.name] = {
+            "component": component,
+            "files": [f.name for f in _graph_files(path)],
+            "kept_fp32_nodes": kept,
+            "validation": {c.output: {"max_abs": c.max_abs, "max_rel": c.max_rel, "limit": c.limit} for c in checks},
+            "tolerance": vars(TOLERANCES[precision]) if validate else None,
+        }
+    if work != staging:
+        shutil.rmtree(work)
+    return results
+
+
+def _graph_files(path: Path) -> list[Path]:
+    """The graph file and the external-data files its initializers point to."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path, *(path.parent / loc for loc in sorted(locations))]
+
+
+def _metadata(model: MirasolModel, component: Component, precision: str, opset: int) -> dict[str, str]:
+    """What a client in any language needs from one graph alone (ONNX metadata_props are strings)."""
+    cfg = model.cfg
+    return {
+        "format": FORMAT,
+        "component": component.name,
+        "precision": precision,
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "chunk": json.dumps(_chunk(cfg), sort_keys=True),
+        "tokenizer": json.dumps(_tokenizer(), sort_keys=True),
+        "runtime_defaults": json.dumps(_runtime_defaults(cfg), sort_keys=True),
+        "inputs": json.dumps({n: s.to_dict() for n, s in component.inputs.items()}),
+        "outputs": json.dumps({n: s.to_dict() for n, s in component.outputs.items()}),
+    }
+
+
+def _stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Set metadata_props of a graph written by a converter (its external weights stay where they are)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata)
+    onnx.save_model(model, str(path))
+
+
+def _chunk(cfg) -> dict:
+    s = cfg.chunk
+    return {**s.to_dict(), "frames_per_chunk": s.frames_per_chunk, "samples_per_chunk": s.samples_per_chunk}
+
+
+def _tokenizer() -> dict:
+    from mirasol_edge.runtime import tokenizer
+
+    return {"kind": "utf8-bytes", "vocab_size": tokenizer.VOCAB_SIZE, "pad": tokenizer.PAD, "bos": tokenizer.BOS,
+            "eos": tokenizer.EOS, "sep": tokenizer.SEP, "byte_offset": tokenizer.NUM_SPECIAL}
+
+
+def _runtime_defaults(cfg) -> dict:
+    return {"temporal_window": cfg.temporal_window, "max_new_tokens": MAX_NEW_TOKENS}
+
+
+def _manifest(model: MirasolModel, staging: Path, results: dict, precision: str, opset: int) -> dict:
+    cfg = model.cfg
+    files, components = {}, {}
+    for name, r in results.items():
+        component: Component = r["component"]
+        entries = {f: file_entry(staging / f) for f in r["files"]}
+        files.update(entries)
+        components[name] = {
+            "file": component.file,
+            "sha256": entries[component.file]["sha256"],
+            "external_data": [{"file": f, **entries[f]} for f in r["files"][1:]],
+            "inputs": {n: s.to_dict() for n, s in component.inputs.items()},
+            "outputs": {n: s.to_dict() for n, s in component.outputs.items()},
+            "precision": precision,
+            "opset": opset,
+            "kept_fp32_nodes": r["kept_fp32_nodes"],
+            "validation": {"tolerance": r["tolerance"], "outputs": r["validation"]} if r["tolerance"] else None,
+        }
+    return {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "chunk": _chunk(cfg),
+        "tokenizer": _tokenizer(),
+        "runtime_defaults": _runtime_defaults(cfg),
+        "precision": precision,
+        "opset": opset,
+        "producer": _versions(),
+        "components": components,
+        "files": files,  # every file of the bundle but the manifest: sha256 and size
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("mirasol-edge", "torch", "torchaudio", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+# -- the output directory ------------------------------------------------------------------------
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is a file; choose a directory for the bundle.")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ValueError(f"{out} exists and is not empty; pass --force to replace it, or choose another directory.")
+        try:
+            read_manifest(out)
+        except ValueError:
+            raise ValueError(f"{out} is not empty and is not a bundle; --force only replaces a bundle, so choose another directory.") from None
+    parent = _existing_ancestor(out.parent)
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to {parent}; choose a writable output directory.")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    """mkdir -p parent; returns the directories it created, deepest first."""
+    missing = []
+    p = parent.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_dirs(missing)
+        raise ValueError(f"cannot create {parent} ({e.strerror}); choose a writable output directory.") from None
+    return missing
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _remove_dirs(dirs: list[Path]) -> None:
+    for d in dirs:  # deepest first; only if still empty
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished bundle to `out`; an existing one is moved aside first, then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,197 @@
+"""Export to ONNX: every component validated, agreement with an independent ONNX implementation,
+a whole clip through ONNX Runtime chunk by chunk, the manifest's sha256."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import random_chunks, tiny_model
+from mirasol_edge.export import export_bundle, verify_manifest
+from mirasol_edge.export.components import build_components
+from mirasol_edge.export.manifest import FORMAT
+from mirasol_edge.runtime import tokenizer
+
+WINDOW = 3  # temporal window of the exported tiny models: a 5-chunk clip trims the caches
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
+
+
+@pytest.fixture(scope="module", params=["transformer", "ttm"])
+def exported(request, tmp_path_factory):
+    """(model, bundle dir, progress lines) of the tiny model with each combiner, exported once per module."""
+    model = tiny_model(request.param, seed=3, temporal_window=WINDOW)
+    lines = []
+    out = export_bundle(model, tmp_path_factory.mktemp(request.param) / "bundle", progress=lines.append)
+    return model, out, lines
+
+
+def sessions(bundle):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return {name: ort.InferenceSession(str(bundle / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+            for name in COMPONENTS}
+
+
+def test_every_component_is_exported_and_validated(exported):
+    model, bundle, lines = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["format"] == FORMAT and manifest["precision"] == "fp32"
+    assert list(manifest["components"]) == list(COMPONENTS)
+    for name, entry in manifest["components"].items():
+        assert (bundle / entry["file"]).is_file()
+        outputs = entry["validation"]["outputs"]
+        assert set(outputs) == set(entry["outputs"])
+        assert all(o["max_abs"] <= o["limit"] for o in outputs.values())
+        assert any(line.startswith(name) and "validated" in line for line in lines)
+    assert ("memory" in manifest["components"]["combiner"]["inputs"]) == model.combiner.has_memory
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([*manifest["files"], "manifest.json"])
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_graphs_follow_the_contract_and_carry_their_metadata(exported):
+    model, bundle, _ = exported
+    cfg, m, h = model.cfg, model.cfg.combiner.latents, model.cfg.n_heads
+    s = sessions(bundle)
+    temporal = {i.name: i for i in s["temporal_decoder"].get_inputs()}
+    assert temporal["chunk_position"].type == "tensor(int64)" and temporal["chunk_position"].shape == []
+    assert temporal["past_key.0"].shape == ["batch", h, "past_len", cfg.d_model // h]
+    present = {o.name: o.shape for o in s["temporal_decoder"].get_outputs()}
+    assert present["present_value.0"][2] == f"past_len + {m}"
+    frames = s["video_extractor"].get_inputs()[0]
+    assert (frames.name, frames.type) == ("frames", "tensor(uint8)")
+    context = [i.name for i in s["context_decoder"].get_inputs()]
+    assert context == ["tokens", "past_key.0", "past_value.0", "cross_key.0", "cross_value.0"]
+    props = {p.key: p.value for p in onnx.load(str(bundle / "combiner.onnx")).metadata_props}
+    assert props["format"] == FORMAT and props["component"] == "combiner"
+    assert json.loads(props["config"]) == cfg.to_dict()
+    assert json.loads(props["chunk"])["samples_per_chunk"] == cfg.chunk.samples_per_chunk
+
+
+def test_onnx_runtime_agrees_with_the_onnx_reference_evaluator(exported):
+    """An independent implementation of ONNX (onnx.reference, numpy) computes the same outputs."""
+    from onnx.reference import ReferenceEvaluator
+
+    model, bundle, _ = exported
+    s = sessions(bundle)
+    rng = np.random.default_rng(7)
+    for component in build_components(model):
+        feeds = component.sample(component.checks[-1], rng)
+        expected = s[component.name].run(None, feeds)
+        reference = ReferenceEvaluator(str(bundle / component.file)).run(None, feeds)
+        for name, a, b in zip(component.outputs, expected, reference):
+            assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max()), f"{component.name}.{name}"
+
+
+# -- a whole clip through ONNX Runtime, the way docs/bundle.md streams it --------------------------
+
+
+def ort_push(s, state, waveform, frames, latents_per_chunk):
+    """One chunk: state (chunks, temporal cache, cross cache, memory) -> (features, next state)."""
+    chunks, temporal, cross, memory = state
+    audio = s["audio_extractor"].run(None, {"waveform": waveform[None]})[0]
+    video = s["video_extractor"].run(None, {"frames": frames[None]})[0]
+    feeds = {"audio_tokens": audio, "video_tokens": video}
+    if memory is not None:
+        feeds["memory"] = memory
+    out = dict(zip([o.name for o in s["combiner"].get_outputs()], s["combiner"].run(None, feeds)))
+    feeds = {"latents": out["latents"], "chunk_position": np.array(chunks, np.int64)}
+    feeds.update({f"past_{kind}.{i}": t for i, kv in enumerate(temporal) for kind, t in zip(("key", "value"), kv)})
+    result = s["temporal_decoder"].run(None, feeds)
+    features, present = result[0], result[1:]
+    new_cross = s["context_cross_kv"].run(None, {"features": features})
+    keep = WINDOW * latents_per_chunk
+    temporal = [(present[2 * i][:, :, -keep:], present[2 * i + 1][:, :, -keep:]) for i in range(len(present) // 2)]
+    cross = [(np.concatenate([k, new_cross[2 * i]], 2)[:, :, -keep:], np.concatenate([v, new_cross[2 * i + 1]], 2)[:, :, -keep:])
+             for i, (k, v) in enumerate(cross)]
+    return features, (chunks + 1, temporal, cross, out.get("memory_out"))
+
+
+def ort_answer(s, cross, prompt, max_new_tokens, max_text_len):
+    """Greedy decoding: prefill with an empty self cache, then one token at a time."""
+    layers, empty = len(cross), np.zeros((1, *cross[0][0].shape[1:2], 0, cross[0][0].shape[3]), np.float32)
+    past = [(empty, empty)] * layers
+    tokens, out = np.array([prompt], np.int64), []
+    for _ in range(min(max_new_tokens, max_text_len - len(prompt))):
+        feeds = {"tokens": tokens}
+        for i in range(layers):
+            feeds.update({f"past_key.{i}": past[i][0], f"past_value.{i}": past[i][1],
+                          f"cross_key.{i}": cross[i][0], f"cross_value.{i}": cross[i][1]})
+        logits, *present = s["context_decoder"].run(None, feeds)
+        past = [(present[2 * i], present[2 * i + 1]) for i in range(layers)]
+        out.append(int(logits[0, -1].argmax()))
+        if out[-1] == tokenizer.EOS:
+            break
+        tokens = np.array([[out[-1]]], np.int64)
+    return out
+
+
+def ort_stream(s, model, waveform, frames):
+    cfg = model.cfg
+    h, hd, m = cfg.n_heads, cfg.d_model // cfg.n_heads, cfg.combiner.latents
+    empty = np.zeros((1, h, 0, hd), np.float32)
+    memory = np.zeros((1, cfg.combiner.memory, cfg.d_model), np.float32) if model.combiner.has_memory else None
+    state = (0, [(empty, empty)] * cfg.temporal_layers, [(empty, empty)] * cfg.context_layers, memory)
+    features = []
+    for k in range(waveform.shape[1]):
+        f, state = ort_push(s, state, waveform[0, k].numpy(), frames[0, k].numpy(), m)
+        features.append(f)
+    return np.concatenate(features, axis=1), state
+
+
+@pytest.mark.parametrize("chunks", [WINDOW, WINDOW + 2])
+@torch.no_grad()
+def test_a_clip_streamed_through_onnx_runtime_matches_the_pytorch_whole_clip_forward(exported, chunks):
+    model, bundle, _ = exported
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=chunks, seed=5)
+    prompt = model.prompt_ids("what came first?")
+    _, whole = model.encode(waveform, frames)  # block-causal over the window: the reference features
+    features, state = ort_stream(sessions(bundle), model, waveform, frames)
+    assert np.abs(features - whole.numpy()).max() <= 1e-4
+
+    if chunks <= WINDOW:  # the cross cache holds every chunk: the whole-clip answer
+        cross = model.context_decoder.cross_keys_values(whole)
+    else:  # trimmed cross cache: the answer of PyTorch streaming
+        pt = model.init_stream()
+        for k in range(chunks):
+            pt = model.push_chunk(pt, waveform[:, k], frames[:, k])
+        cross = pt.cross
+    expected = model.generate(cross, prompt, max_new_tokens=12)[0].tolist()
+    got = ort_answer(sessions(bundle), state[2], prompt[0].tolist(), 12, model.cfg.max_text_len)
+    assert len(expected) > 0 and got == expected
+
+
+def test_the_manifest_catches_a_changed_byte(exported, tmp_path):
+    _, bundle, _ = exported
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    assert verify_manifest(copy)["format"] == FORMAT
+    graph = copy / "temporal_decoder.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="temporal_decoder.onnx has changed"):
+        verify_manifest(copy)
+
+
+def test_verify_manifest_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from mirasol_edge.export.manifest import verify_manifest; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_failed_validation_names_component_and_output_and_leaves_nothing(tmp_path, monkeypatch):
+    from mirasol_edge.export import ValidationError, validate
+
+    model = tiny_model()
+    strict = validate.Tolerance(atol=0.0, rtol=0.0)
+    real = validate.validate_component
+    monkeypatch.setattr(validate, "validate_component", lambda c, p, prec: real(c, p, prec, tolerance=strict))
+    with pytest.raises(ValidationError, match=r"audio_extractor: output audio_tokens differs from PyTorch"):
+        export_bundle(model, tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
