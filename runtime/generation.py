@@ -1,0 +1,120 @@
+"""Text generation from a stream's cross cache: prefill, then one token at a time.
+
+Greedy decoding (temperature 0) mirrors `MirasolModel.generate` for batch 1: the prompt
+[bos] question [sep] in one step with empty self caches, then argmax tokens until eos or the
+text context is full. With a temperature, tokens are sampled (top-k, then top-p), seeded.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirasol_edge.runtime import tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int | None = None  # None: the bundle's runtime default
+    temperature: float = 0.0  # 0: greedy (argmax); > 0: sample from softmax(logits / temperature)
+    top_k: int = 0  # sample among the k most likely tokens; 0: all
+    top_p: float = 1.0  # ... and among the fewest whose probabilities sum to top_p
+    seed: int | None = None  # sampling seed; None: a fresh one each question
+
+    def check(self) -> None:
+        """ValueError, in one sentence, for options that make no sense."""
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
+        if not self.temperature >= 0:  # also catches NaN
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}.")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 keeps every token), got {self.top_k}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+def check_question(question) -> str:
+    """The question as str; ValueError unless it is valid UTF-8 text.
+
+    bytes are decoded strictly. A str can still hold lone surrogates: Python maps bytes of argv
+    that are not UTF-8 to U+DC80..U+DCFF (surrogateescape), and those cannot be encoded.
+    """
+    if isinstance(question, (bytes, bytearray)):
+        try:
+            return bytes(question).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"the question is not valid UTF-8 (byte 0x{question[e.start]:02x} at position {e.start}); "
+                f"ask in UTF-8 text."
+            ) from None
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text (str), got {type(question).__name__}.")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(question[e.start])
+        what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"lone surrogate U+{char:04X}"
+        raise ValueError(
+            f"the question is not valid UTF-8 ({what} at character {e.start}); ask in UTF-8 text "
+            f"(check the terminal's encoding)."
+        ) from None
+    return question
+
+
+def prompt_ids(question, max_text_len: int) -> list[int]:
+    """[bos] question-bytes [sep]; ValueError if not UTF-8, empty, or too long for the text context."""
+    return tokenizer.encode_prompt(check_question(question), max_text_len)
+
+
+def choose_token(logits: np.ndarray, options: GenerationOptions, rng: np.random.Generator | None) -> int:
+    """logits (V,) -> a token id: argmax when greedy, else a sample after temperature/top-k/top-p."""
+    if options.temperature == 0:
+        return int(np.argmax(logits))
+    scores = logits.astype(np.float64) / options.temperature
+    if 0 < options.top_k < len(scores):
+        kth = np.partition(scores, -options.top_k)[-options.top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    if options.top_p < 1:
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        cut = int(np.searchsorted(cumulative, options.top_p)) + 1  # the fewest tokens reaching top_p
+        kept = np.zeros_like(probs)
+        kept[order[:cut]] = probs[order[:cut]]
+        probs = kept / kept.sum()
+    return int(rng.choice(len(probs), p=probs))
+
+
+def generate_ids(engine, cross: tuple, prompt: list[int], max_new_tokens: int, max_text_len: int,
+                 options: GenerationOptions) -> Iterator[int]:
+    """Yield answer token ids as they are chosen; eos (when reached) is the last one yielded."""
+    n = min(max_new_tokens, max_text_len - len(prompt))  # the position table ends at max_text_len
+    if n <= 0:
+        return
+    rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
+    logits, past = engine.decode(cross, prompt, engine.empty_self_cache())
+    for i in range(n):
+        token = choose_token(logits, options, rng)
+        yield token
+        if token == tokenizer.EOS or i == n - 1:
+            return
+        logits, past = engine.decode(cross, [token], past)
+
+
+def text_pieces(ids: Iterator[int]) -> Iterator[str]:
+    """Token ids -> text as it becomes complete UTF-8; the pieces join to tokenizer.decode(ids)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for i in ids:
+        if i == tokenizer.EOS:
+            break
+        if i >= tokenizer.NUM_SPECIAL:
+            piece = decoder.decode(bytes([i - tokenizer.NUM_SPECIAL]))
+            if piece:
+                yield piece
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
