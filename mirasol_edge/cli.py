@@ -109,12 +109,14 @@ def init(
 
 
 # Each area registers its commands on `app`; none of these modules imports torch at import time.
-from mirasol_edge import cli_export, cli_runtime, cli_train  # noqa: E402, F401
+from mirasol_edge import cli_bench, cli_export, cli_runtime, cli_train  # noqa: E402, F401
 
 
 def main():  # pragma: no cover - console entry point
     app()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m mirasol_edge.cli: run the imported module's app, where commands registered
+    from mirasol_edge.cli import main as _main
+
+    sys.exit(_main())

@@ -28,14 +28,22 @@ def test_a_tiny_model_overfits_a_handful_of_examples_to_exact_answers():
         examples.append(Example(frames, waveform, "is the tone high or low?", word))
     batch = collate(examples, cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(250):
+    losses, answers = [], []
+    for step in range(1, 601):  # usually right by step 250; the budget absorbs thread-count numerics
         loss = model(**batch)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    model.eval()
-    answers = [model.answer_clip(e.frames.reshape(-1, *e.frames.shape[2:]), e.waveform.reshape(-1), e.question) for e in examples]
+        if step % 50 == 0:
+            model.eval()
+            answers = [answer(model, e) for e in examples]
+            model.train()
+            if answers == [e.answer for e in examples]:
+                break
     assert losses[-1] < 0.1 * losses[0]
     assert answers == [e.answer for e in examples]
+
+
+def answer(model, e: Example) -> str:
+    return model.answer_clip(e.frames.reshape(-1, *e.frames.shape[2:]), e.waveform.reshape(-1), e.question)
