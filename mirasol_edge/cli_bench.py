@@ -1,0 +1,38 @@
+"""CLI command `bench`: latency per chunk and per token (torch only with --torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mirasol_edge.cli import app, user_errors
+
+
+@app.command()
+@user_errors
+def bench(
+    bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. fp32 and int8 exports of the same checkpoint)."),
+    chunks: int = typer.Option(500, help="Chunks pushed through every engine."),
+    tokens: int = typer.Option(32, help="Tokens generated per question (eos ignored)."),
+    provider: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0: all cores)."),
+    torch_checkpoint: Optional[Path] = typer.Option(None, "--torch", help="Also run this checkpoint in PyTorch eager."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (per-chunk series included) as JSON."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: latency per stage against chunk index."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+):
+    """Benchmark stages per chunk (decode, extractors, combiner, temporal step, cross K/V) and tokens."""
+    from mirasol_edge.benchmarks.bench import format_table, plot, run
+
+    report = run(bundles, torch_checkpoint, chunks=chunks, tokens=tokens, provider=provider, threads=threads, progress=not quiet)
+    typer.echo(format_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1))
+        typer.echo(f"wrote {json_out}")
+    if plot_out is not None:
+        plot(report, plot_out)
+        typer.echo(f"wrote {plot_out}")
