@@ -1,31 +1,23 @@
 """A bundle's manifest.json: writing it, reading it, and checking every file's sha256.
 
-Imports only the standard library (hashlib, json): `mirasol-edge inspect` and the runtime can use
-it where torch and onnx are not installed.
+The format itself (version, file name, hashing, reading) is the runtime's, which this builds on:
+like the runtime, it needs neither torch nor onnx, so `mirasol-edge inspect` works without them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-FORMAT = "mirasol-edge-bundle/1"
-MANIFEST = "manifest.json"
-_HASH_BLOCK = 1 << 20  # hash in 1 MiB reads: a multi-GB weights file never sits whole in memory
+from mirasol_edge.runtime.bundle import FORMAT, MANIFEST, sha256_of
+from mirasol_edge.runtime.bundle import read_manifest as read_manifest_file
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["FORMAT", "MANIFEST", "file_entry", "write_manifest", "read_manifest", "check_files", "verify_manifest"]
 
 
 def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def write_manifest(bundle: Path, manifest: dict) -> Path:
@@ -41,15 +33,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict:
         what = "is a file, not a bundle directory" if root.exists() else "does not exist"
         raise ValueError(f"bundle {root} {what}; pass a directory written by `mirasol-edge export`.")
     path = root / MANIFEST
-    if not path.is_file():
-        raise ValueError(f"{root} has no {MANIFEST}, so it is not a bundle; pass a directory written by `mirasol-edge export`.")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); re-export the bundle.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise ValueError(f"{path} has format {got!r}, expected {FORMAT!r}; re-export the bundle with this mirasol-edge.")
+    manifest = read_manifest_file(path)
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("components"), dict):
         raise ValueError(f"{path} lists no files or components; re-export the bundle.")
     return manifest
@@ -63,7 +47,7 @@ def check_files(bundle: str | os.PathLike, manifest: dict) -> dict[str, str]:
         path = root / name
         if not path.is_file():
             status[name] = "missing"
-        elif path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
+        elif path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
             status[name] = "changed"
         else:
             status[name] = "ok"

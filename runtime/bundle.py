@@ -83,7 +83,7 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     if not root.is_dir():
         what = "is a file, not a bundle directory" if root.exists() else "does not exist"
         raise BundleError(f"bundle {root} {what}; pass the directory written by `mirasol-edge export`.")
-    manifest = _read_manifest(root / MANIFEST)
+    manifest = read_manifest(root / MANIFEST)
     components = manifest.get("components")
     if not isinstance(components, dict):
         raise BundleError(f"{root / MANIFEST} lists no components; re-export the bundle.")
@@ -118,7 +118,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_manifest(file: Path) -> dict:
+def read_manifest(file: Path) -> dict:
+    """A bundle's manifest.json as a dict: BundleError if missing, not JSON, or of another format version."""
     if not file.is_file():
         raise BundleError(f"bundle manifest {file} is missing; pass the directory written by `mirasol-edge export`.")
     try:

@@ -25,7 +25,7 @@ def bundle(checkpoint, tmp_path_factory):
     """(bundle dir, output) of `export --force` over an older bundle (which it replaces)."""
     out = tmp_path_factory.mktemp("cli") / "bundle"
     out.mkdir()
-    (out / "manifest.json").write_text('{"format": "mirasol-edge-bundle/1", "files": {}, "components": {}}')
+    (out / "manifest.json").write_text('{"format": "mirasol-edge-bundle/1", "config": {}, "chunk": {}, "files": {}, "components": {}}')
     (out / "stale.onnx").write_text("from an older export")
     result = runner.invoke(app, ["export", str(checkpoint), str(out), "--force"])
     assert result.exit_code == 0, result.output
@@ -135,4 +135,4 @@ def test_bad_input_is_one_sentence_with_no_traceback_and_nothing_written(case, e
 
 def test_inspect_of_a_directory_that_is_not_a_bundle_is_named(tmp_path):
     result = runner.invoke(app, ["inspect", str(tmp_path)])
-    assert result.exit_code == 2 and "has no manifest.json, so it is not a bundle" in result.output
+    assert result.exit_code == 2 and "manifest.json is missing" in result.output
