@@ -110,7 +110,7 @@ def train(
 @app.command("eval")
 @user_errors
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by mirasol-edge train."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by mirasol-edge train, or a bundle directory (runs it through the ONNX runtime)."),
     manifest: Path = typer.Argument(..., help="Manifest (.jsonl) of the held-out clips and questions."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores (overall, per family, per template) as JSON here."),
     baseline_manifest: Optional[Path] = typer.Option(
@@ -128,8 +128,13 @@ def eval_command(
     rows = load_manifest(manifest)
     baseline_rows = load_manifest(baseline_manifest, check_files=False) if baseline_manifest else None
     _set_threads(threads)
-    model, _ = load_checkpoint(checkpoint)
-    summary, _ = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())
+    if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime
+        from mirasol_edge.evaluate_runtime import evaluate_bundle
+
+        summary, _ = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer())
+    else:
+        model, _ = load_checkpoint(checkpoint)
+        summary, _ = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())
     summary["checkpoint"], summary["manifest"] = str(checkpoint), str(manifest)
     typer.echo(format_table(summary))
     if json_out:

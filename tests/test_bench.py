@@ -1,0 +1,34 @@
+"""The benchmark runs end to end on the tiny preset (its numbers are not asserted: they are timings)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from mirasol_edge.checkpoint import save_checkpoint
+from mirasol_edge.cli import app
+
+
+def test_bench_runs_torch_and_ort_side_by_side_and_writes_json_and_plot(tmp_path):
+    from runtime_bundles import trained
+
+    model, bundle = trained()
+    save_checkpoint(tmp_path / "tiny.pt", model)
+    result = CliRunner().invoke(app, [
+        "bench", str(bundle), "--torch", str(tmp_path / "tiny.pt"), "--chunks", "4", "--tokens", "4", "--quiet",
+        "--json", str(tmp_path / "bench.json"), "--plot", str(tmp_path / "bench.png"),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [e["label"] for e in report["engines"]] == ["torch-eager", "ort-fp32"]
+    assert all(len(e["per_chunk_ms"]) == 4 for e in report["engines"])
+    assert len(report["decode"]["per_chunk_ms"]) == 4
+    assert "ort-fp32 vs torch-eager" in result.output
+    assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_bench_refuses_fewer_than_two_chunks(tmp_path):
+    from runtime_bundles import trained
+
+    _, bundle = trained()
+    result = CliRunner().invoke(app, ["bench", str(bundle), "--chunks", "1", "--quiet"])
+    assert result.exit_code == 2 and "at least 2" in result.output
