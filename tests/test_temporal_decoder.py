@@ -38,3 +38,12 @@ def test_a_windowed_stream_equals_the_windowed_whole_clip_forward():
         past = [(key[:, :, -2 * m :], value[:, :, -2 * m :]) for key, value in past]  # keep 2 chunks
         steps.append(features)
     assert (torch.cat(steps, dim=1) - whole).abs().max() <= 1e-5
+
+
+def test_chunk_positions_are_absolute_up_to_the_window_then_shared():
+    model = tiny_model(temporal_window=2)
+    decoder, m = model.temporal_decoder, model.cfg.combiner.latents
+    latents = torch.randn(1, m, model.cfg.d_model)
+    at = {k: decoder(latents, k)[0] for k in (0, 1, 5, 9)}  # one chunk, no cache: only its position differs
+    assert not torch.allclose(at[0], at[1])  # "first" is visible to the context decoder
+    assert torch.allclose(at[5], at[9], atol=1e-5)  # past the window every chunk looks alike: endless streams stay in distribution

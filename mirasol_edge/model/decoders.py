@@ -25,6 +25,9 @@ class TemporalDecoder(nn.Module):
         self.latents_per_chunk, self.window = m, cfg.temporal_window
         self.head_dim = d // cfg.n_heads
         self.slot = nn.Parameter(torch.randn(m, d) * 0.02)  # which of the chunk's m latents
+        # Which chunk since the start, counted up to the window (later chunks share the last entry):
+        # "first", "last" and "before" questions need it, and rotary positions alone are relative.
+        self.position = nn.Parameter(torch.randn(cfg.temporal_window, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.temporal_layers))
         self.norm = nn.LayerNorm(d)
         self.next_latents = nn.Linear(d, d)  # predicts chunk k+1's latents from chunk k's features
@@ -38,8 +41,9 @@ class TemporalDecoder(nn.Module):
         n = latents.shape[1]
         p = 0 if past is None else past[0][0].shape[2]
         new_chunk = torch.arange(n, device=latents.device) // m  # chunk of each new token, from 0
-        x = latents + self.slot.repeat(n // m, 1)
-        rope = rotary(new_chunk + first_chunk, self.head_dim)
+        chunk = new_chunk + first_chunk  # (K*m,) the absolute chunk of each new token
+        x = latents + self.slot.repeat(n // m, 1) + self.position[chunk.clamp(max=self.window - 1)]
+        rope = rotary(chunk, self.head_dim)
         # Block-causal, windowed: counted from the oldest cached chunk, query chunk q sees chunks [q - W, q].
         query = new_chunk + p // m
         key = torch.arange(p + n, device=latents.device) // m
