@@ -76,8 +76,17 @@ class VideoExtractor(nn.Module):
         self.backbone_name = v.backbone
         if v.backbone == "tubelet":
             mean, std = IMAGE_MEAN, IMAGE_STD
-            size = (v.tubelet_frames, v.patch_size, v.patch_size)
-            self.patch = nn.Conv3d(3, d, kernel_size=size, stride=size)
+            # A convolutional stem (two 3x3, stride-2 convolutions per frame) before the tubelet patches:
+            # locality and a nonlinearity at the pixel level make shapes and motion learnable from far
+            # fewer clips than one linear patch projection (Xiao et al., "Early convolutions help
+            # transformers see better", 2021).
+            c = max(16, d // 4)  # 8 random channels merged green and blue in the tiny model for good
+            self.stem = nn.Sequential(
+                nn.Conv3d(3, c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.GELU(),
+                nn.Conv3d(c, 2 * c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.GELU(),
+            )
+            size = (v.tubelet_frames, v.patch_size // 4, v.patch_size // 4)
+            self.patch = nn.Conv3d(2 * c, d, kernel_size=size, stride=size)
             self.position = nn.Parameter(torch.randn(cfg.video_tokens, d) * 0.02)
             self.encoder = Encoder(d, cfg.n_heads, v.layers, cfg.mlp_ratio)
         else:
@@ -93,7 +102,8 @@ class VideoExtractor(nn.Module):
         x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, F, H, W)
         x = (x - self.mean) / self.std
         if self.backbone_name == "tubelet":
-            x = self.patch(x).flatten(2).transpose(1, 2)  # (B, D, F/t, H/p, W/p) -> (B, Nv, D)
+            x = self.patch(self.stem(x))  # (B, 3, F, H, W) -> (B, 2c, F, H/4, W/4) -> (B, D, F/t, H/p, W/p)
+            x = x.flatten(2).transpose(1, 2)  # (B, Nv, D)
             return self.encoder(x + self.position)
         x = self.backbone(x).flatten(2).transpose(1, 2)  # (B, 512, t, h, w) -> (B, t*h*w, 512)
         return self.norm(self.project(x))
