@@ -22,10 +22,10 @@ clean:
 
 # RESULTS.md: train the small preset, write the held-out set (other seed), evaluate in PyTorch
 # and through the runtime (fp32 and int8 bundles).
-TRAIN_MINUTES ?= 10
+TRAIN_MINUTES ?= 30
 reproduce: $(STAMP)
 	$(VENV)/bin/mirasol-edge train --preset small --out runs/small --minutes $(TRAIN_MINUTES) \
-		--batch-size 8 --questions-per-clip 0 --lr 2e-3 --durations 4 --amp bf16
+		--batch-size 8 --questions-per-clip 0 --lr 1e-3 --amp bf16
 	test -f runs/heldout-small/manifest.jsonl || \
 		$(VENV)/bin/mirasol-edge data synth runs/heldout-small --n 1000 --seed 1000 --preset small
 	$(VENV)/bin/mirasol-edge eval runs/small/checkpoint.pt runs/heldout-small/manifest.jsonl --json runs/small/eval-torch.json --threads 1
