@@ -88,7 +88,7 @@ class ModelConfig:
 def _preset(name: str) -> ModelConfig:
     if name == "tiny":  # tests: seconds on CPU
         return ModelConfig()
-    if name == "small":  # the edge default: 1 s chunks (a new answer every second), 2.6 M parameters
+    if name == "small":  # the edge default: 1 s chunks (a new answer every second), 2.79 M parameters
         return ModelConfig(
             chunk=ChunkSpec(chunk_seconds=1.0, fps=4, frame_size=64),
             d_model=128, n_heads=4,

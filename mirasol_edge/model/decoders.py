@@ -15,8 +15,9 @@ class TemporalDecoder(nn.Module):
     """Block-causal transformer over chunk latents, with a KV cache and a next-chunk latent head.
 
     Full attention inside a chunk, causal across chunks, and a chunk sees at most
-    `temporal_window` chunks before it. Rotary positions count chunks, so attention depends
-    only on chunk distance and an endless stream with a windowed cache stays in distribution.
+    `temporal_window` chunks before it. Rotary positions count chunks (attention sees chunk
+    distances); a learned embedding adds each chunk's index since the start, clamped at the
+    window, so an endless stream with a windowed cache stays in distribution.
     """
 
     def __init__(self, cfg: ModelConfig):

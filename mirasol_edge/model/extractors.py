@@ -77,9 +77,9 @@ class VideoExtractor(nn.Module):
         if v.backbone == "tubelet":
             mean, std = IMAGE_MEAN, IMAGE_STD
             # A convolutional stem (two 3x3, stride-2 convolutions per frame) before the tubelet patches:
-            # locality and a nonlinearity at the pixel level make shapes and motion learnable from far
-            # fewer clips than one linear patch projection (Xiao et al., "Early convolutions help
-            # transformers see better", 2021).
+            # locality and a pixel-level nonlinearity, which Xiao et al. ("Early convolutions help
+            # transformers see better", 2021) found makes ViTs train faster; on our task the gain
+            # over one linear patch projection was within noise (RESULTS.md).
             c = max(16, d // 4)  # 8 random channels merged green and blue in the tiny model for good
             self.stem = nn.Sequential(
                 nn.Conv3d(3, c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.GELU(),
