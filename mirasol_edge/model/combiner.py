@@ -10,7 +10,13 @@ from mirasol_edge.model.layers import Encoder
 
 
 class TransformerCombiner(nn.Module):
-    """Concatenate [audio; video; m learned tokens], run a transformer, keep the last m outputs."""
+    """Concatenate [audio; video; m learned tokens], run a transformer, keep the last m outputs.
+
+    In the first layer half of the learned tokens see only the audio tokens and half only the video
+    tokens; later layers attend freely. Attending to both from the start, the queries all latched onto
+    the audio (the easier signal) and the video's shape and motion stayed at chance even under direct
+    supervision (RESULTS.md, "Combiner"); with the split both are read from the first steps.
+    """
 
     has_memory = False
 
@@ -21,12 +27,25 @@ class TransformerCombiner(nn.Module):
         self.queries = nn.Parameter(torch.randn(m, d) * 0.02)
         self.encoder = Encoder(d, cfg.n_heads, cfg.combiner.layers, cfg.mlp_ratio)
 
+    def first_layer_mask(self, n_audio: int, n_video: int, device=None) -> Tensor:
+        """(N, N) bool, True = attend, N = n_audio + n_video + m: the first m // 2 queries see no video, the rest no audio."""
+        m = self.queries.shape[0]
+        mask = torch.ones(n_audio + n_video + m, n_audio + n_video + m, dtype=torch.bool, device=device)
+        if m > 1:
+            audio_queries = n_audio + n_video + m // 2
+            mask[n_audio + n_video:audio_queries, n_audio:n_audio + n_video] = False
+            mask[audio_queries:, :n_audio] = False
+        return mask
+
     def forward(self, audio_tokens: Tensor, video_tokens: Tensor, memory: Tensor | None = None):
         """audio (B, Na, D), video (B, Nv, D) -> latents (B, m, D), None."""
-        b = audio_tokens.shape[0]
+        b, na = audio_tokens.shape[:2]
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)  # (B, m, D)
         x = torch.cat([audio_tokens + self.modality[0], video_tokens + self.modality[1], queries], dim=1)
-        return self.encoder(x)[:, -self.queries.shape[0]:], None
+        mask = self.first_layer_mask(na, video_tokens.shape[1], x.device)
+        for i, block in enumerate(self.encoder.blocks):
+            x, _ = block(x, mask=mask if i == 0 else None)
+        return self.encoder.norm(x)[:, -self.queries.shape[0]:], None
 
 
 class TokenSummarizer(nn.Module):
