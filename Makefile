@@ -25,7 +25,7 @@ clean:
 TRAIN_MINUTES ?= 30
 reproduce: $(STAMP)
 	$(VENV)/bin/mirasol-edge train --preset small --out runs/small --minutes $(TRAIN_MINUTES) \
-		--batch-size 8 --questions-per-clip 0 --lr 1e-3 --amp bf16
+		--batch-size 8 --questions-per-clip 0 --event-loss-weight 1 --lr 1e-3 --amp bf16
 	test -f runs/heldout-small/manifest.jsonl || \
 		$(VENV)/bin/mirasol-edge data synth runs/heldout-small --n 1000 --seed 1000 --preset small
 	$(VENV)/bin/mirasol-edge eval runs/small/checkpoint.pt runs/heldout-small/manifest.jsonl --json runs/small/eval-torch.json --threads 1

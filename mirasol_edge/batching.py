@@ -20,6 +20,7 @@ class Example:
     waveform: np.ndarray
     question: str
     answer: str
+    events: np.ndarray | None = None  # (K, A) int64 per-chunk event classes, synthetic clips only
 
 
 def collate(examples: list[Example], cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -76,6 +76,7 @@ def train(
     minutes: Optional[float] = typer.Option(None, "--minutes", help="... and/or a training-time budget; the first to run out ends the run."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per global batch (split across torchrun processes)."),
     questions: int = typer.Option(4, "--questions-per-clip", help="Questions per clip in a batch, sharing one clip encode (0: all)."),
+    event_loss: float = typer.Option(0.0, "--event-loss-weight", help="Synthetic data: weight of a training-only head that classifies each second's events (0: off)."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; linear warm-up, cosine decay)."),
     warmup: int = typer.Option(100, "--warmup-steps", help="Linear warm-up steps."),
     durations: Optional[str] = typer.Option(None, "--durations", help="Synthetic clip lengths in seconds, e.g. 4,6 (default: 4-12 s)."),
@@ -98,7 +99,7 @@ def train(
         raise ValueError(f"manifest {manifest} does not exist; write one with `mirasol-edge data synth` or see docs/data.md.")
     tcfg = TrainConfig(
         preset=preset, combiner=combiner, steps=steps, minutes=minutes, batch_size=batch_size,
-        questions_per_clip=questions or None, lr=lr, warmup_steps=warmup,
+        questions_per_clip=questions or None, event_loss_weight=event_loss, lr=lr, warmup_steps=warmup,
         durations=_ints(durations, "--durations"), duration_weights=_floats(duration_weights, "--duration-weights"),
         manifest=str(manifest) if manifest else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
     )
@@ -173,7 +174,7 @@ def demo(
     _set_threads(threads or 1)  # the tiny model's ops are too small for threads to pay off
     tcfg = TrainConfig(
         preset="tiny", steps=steps, minutes=None if steps else minutes, batch_size=16, questions_per_clip=None,
-        durations=(4, 5, 6), lr=3e-3, warmup_steps=min(50, max(1, (steps or 250) // 5)), data_seed=DEMO_TRAIN_SEED,
+        durations=(4, 5, 6), event_loss_weight=1.0, lr=3e-3, warmup_steps=min(50, max(1, (steps or 250) // 5)), data_seed=DEMO_TRAIN_SEED,
         log_every=max(1, min(50, (steps or 250) // 5)), checkpoint_minutes=60,
     )
     typer.echo(f"1/3 training the tiny model on synthetic clips rendered on the fly ({f'{steps} steps' if steps else f'{minutes:g} min'})")

@@ -49,6 +49,9 @@ class ModelConfig:
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
     latent_loss_weight: float = 0.1  # weight of the next-chunk latent loss beside the answer loss
+    # training-only head on each chunk's temporal features: classes per event attribute (empty: none)
+    event_classes: tuple[int, ...] = ()
+    event_loss_weight: float = 0.0  # weight of its cross-entropy beside the answer loss
 
     def __post_init__(self):
         assert self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads"
@@ -81,7 +84,7 @@ class ModelConfig:
             audio=AudioConfig(**d.pop("audio")),
             video=VideoConfig(**d.pop("video")),
             combiner=CombinerConfig(**d.pop("combiner")),
-            **d,
+            **{k: tuple(v) if k == "event_classes" else v for k, v in d.items()},
         )
 
 

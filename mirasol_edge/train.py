@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from mirasol_edge.checkpoint import save_checkpoint
 from mirasol_edge.config import ModelConfig, preset
 from mirasol_edge.data.dataset import ManifestDataset, SyntheticDataset, collate_clips
+from mirasol_edge.data.synth import EVENT_CLASSES
 from mirasol_edge.model import MirasolModel
 from mirasol_edge.model.mirasol import IGNORE
 
@@ -46,6 +47,7 @@ class TrainConfig:
     minutes: float | None = None  # ... or this much training time; the schedule follows whichever ends first
     batch_size: int = 16  # clips per global batch (split across DDP ranks)
     questions_per_clip: int | None = 4  # questions of each clip in the batch, sharing its encode (None: all)
+    event_loss_weight: float = 0.0  # synthetic data: > 0 adds a head classifying each chunk's events (synth.second_events)
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.02  # the cosine ends at lr * min_lr_ratio
     warmup_steps: int = 100  # linear warm-up from 0
@@ -68,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"--steps must be >= 1 and --minutes > 0, got {self.steps} and {self.minutes}.")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"--batch-size must be >= 1 and --lr > 0, got {self.batch_size} and {self.lr}.")
+        if self.event_loss_weight and self.manifest:
+            raise ValueError("--event-loss-weight needs synthetic clips (their events are the targets); drop it with --manifest.")
+        if self.event_loss_weight < 0:
+            raise ValueError(f"--event-loss-weight must be >= 0, got {self.event_loss_weight}.")
         if self.questions_per_clip is not None and self.questions_per_clip < 1:
             raise ValueError(f"questions per clip must be >= 1, got {self.questions_per_clip}.")
         if self.amp not in AMP_MODES:
@@ -79,6 +85,10 @@ class TrainConfig:
             if self.combiner not in ("transformer", "ttm"):
                 raise ValueError(f"--combiner must be transformer or ttm, got {self.combiner!r}.")
             cfg = replace(cfg, combiner=replace(cfg.combiner, kind=self.combiner))
+        if self.event_loss_weight:
+            if cfg.chunk.chunk_seconds != 1:
+                raise ValueError(f"--event-loss-weight labels each 1 s of a clip, but preset {self.preset} has {cfg.chunk.chunk_seconds:g} s chunks; use a 1 s preset (tiny, small).")
+            cfg = replace(cfg, event_classes=EVENT_CLASSES, event_loss_weight=self.event_loss_weight)
         return cfg
 
     def to_dict(self) -> dict:
@@ -95,8 +105,9 @@ class TrainConfig:
 
 
 def loss_counts(batch: dict[str, Tensor]) -> Tensor:
-    """(scored answer tokens, chunks with a predecessor) of a batch: the loss denominators, float (2,)."""
-    return torch.stack([(batch["labels"] != IGNORE).sum(), batch["chunk_mask"][:, 1:].sum()]).float()
+    """(scored answer tokens, chunks with a predecessor, event labels) of a batch: the loss denominators, float (3,)."""
+    events = (batch["chunk_events"] != IGNORE).sum() if "chunk_events" in batch else batch["labels"].new_zeros(())
+    return torch.stack([(batch["labels"] != IGNORE).sum(), batch["chunk_mask"][:, 1:].sum(), events]).float()
 
 
 def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tensor | None = None) -> dict[str, Tensor]:
@@ -123,7 +134,15 @@ def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tenso
     answer_loss = answer_sum / counts[0].clamp(min=1)
     latent_loss = latent_sum / counts[1].clamp(min=1)
     loss = answer_loss + model.cfg.latent_loss_weight * latent_loss
-    return {"loss": loss, "answer_loss": answer_loss, "latent_loss": latent_loss}
+    event_loss = answer_loss.new_zeros(())
+    if model.event_head is not None:  # each chunk's features -> its events' classes (synthetic clips)
+        logits = model.event_head(features.reshape(c, k, m * d)).float()  # (C, K*m, D) -> (C, K, m*D) -> (C, K, sum classes)
+        labels = batch["chunk_events"]  # (C, K, A)
+        for a, part in enumerate(logits.split(list(model.cfg.event_classes), dim=-1)):
+            event_loss = event_loss + F.cross_entropy(part.flatten(0, 1), labels[..., a].flatten(), ignore_index=IGNORE, reduction="sum")
+        event_loss = event_loss / counts[2].clamp(min=1)
+        loss = loss + model.cfg.event_loss_weight * event_loss
+    return {"loss": loss, "answer_loss": answer_loss, "latent_loss": latent_loss, "event_loss": event_loss}
 
 
 class _LossModule(nn.Module):
@@ -344,26 +363,27 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            report = torch.stack([losses[k].detach().float() for k in ("loss", "answer_loss", "latent_loss")]).cpu()
+            report = torch.stack([losses[k].detach().float() for k in ("loss", "answer_loss", "latent_loss", "event_loss")]).cpu()
             clock = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
             if ddp.world > 1:  # global loss; every rank stops on rank-consistent time
                 dist.all_reduce(report)
                 dist.all_reduce(clock, op=dist.ReduceOp.MAX)
             elapsed = float(clock)
-            loss, answer_loss, latent_loss = (float(x) for x in report)
+            loss, answer_loss, latent_loss, event_loss = (float(x) for x in report)
             history.append(loss)
-            window.append((loss, answer_loss, latent_loss))
+            window.append((loss, answer_loss, latent_loss, event_loss))
             dt = time.perf_counter() - t0
             rate = tcfg.batch_size / dt if rate is None else 0.9 * rate + 0.1 * tcfg.batch_size / dt
             if not math.isfinite(loss):
                 raise RuntimeError(f"the loss became {loss} at step {step}; lower --lr (now {tcfg.lr}).")
 
             if step % tcfg.log_every == 0 or progress_now() >= 1.0:
-                mean, answer_loss, latent_loss = (sum(x) / len(window) for x in zip(*window))
+                mean, answer_loss, latent_loss, event_loss = (sum(x) / len(window) for x in zip(*window))
                 window.clear()
                 if logfile:
                     logfile.write(json.dumps({
                         "step": step, "loss": mean, "answer_loss": answer_loss, "latent_loss": latent_loss,
+                        "event_loss": event_loss,
                         "lr": lr, "grad_norm": float(grad_norm), "clips_per_s": rate, "elapsed_s": elapsed,
                     }) + "\n")
                     logfile.flush()

@@ -84,3 +84,13 @@ def test_bad_training_options_are_refused():
         TrainConfig()
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(steps=1, amp="fp8")
+    with pytest.raises(ValueError, match="synthetic clips"):
+        TrainConfig(steps=1, manifest="m.jsonl", event_loss_weight=1.0)
+    with pytest.raises(ValueError, match="1 s preset"):
+        TrainConfig(steps=1, preset="base", event_loss_weight=1.0).model_config()
+
+
+def test_the_event_loss_option_gives_the_model_its_head():
+    cfg = TrainConfig(steps=1, preset="tiny", event_loss_weight=0.5).model_config()
+    assert cfg.event_classes and cfg.event_loss_weight == 0.5
+    assert not TrainConfig(steps=1, preset="tiny").model_config().event_classes

@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_model
 from mirasol_edge.batching import collate
 from mirasol_edge.data.dataset import ManifestDataset, SyntheticDataset, collate_clips
-from mirasol_edge.data.synth import clip_seed, render_clip, write_dataset
+from mirasol_edge.data.synth import clip_seed, render_clip, second_events, write_dataset
+from mirasol_edge.model.mirasol import IGNORE
 from mirasol_edge.train import GlobalBatchSampler, clip_batch_loss
 
 SPEC = tiny_model().cfg.chunk  # 1 s chunks, 4 fps, 32x32
@@ -87,3 +88,33 @@ def test_manifest_items_are_decoded_from_the_files(tmp_path):
     assert [e.question for e in ds[1]] == [e.question for e in item]  # deterministic
     again = ds[len(ds) + 1]  # the next epoch's draw of the same file
     np.testing.assert_array_equal(again[0].frames, frames)
+
+
+def test_event_labels_follow_the_events_and_pad_with_ignore():
+    from mirasol_edge.data.synth import COLOURS, EVENT_CLASSES, SHAPES
+
+    clip = render_clip(clip_seed(0, 4), SPEC, 4, 4)
+    labels = second_events(clip)  # (seconds, 4)
+    first = next(e for e in clip.events if e.kind == "object")
+    beeps = next(e for e in clip.events if e.kind == "beeps")
+    assert labels.shape == (4, 4)
+    assert labels[0, 0] == list(COLOURS).index(first.colour) and labels[0, 1] == SHAPES.index(first.shape)
+    assert labels[beeps.start, 3] == 2 + beeps.count and (labels[:, 3] == 0).sum() == 1  # 3 sounds in 4 s
+    assert (labels < np.array(EVENT_CLASSES)).all()
+    model = tiny_model(event_classes=EVENT_CLASSES, event_loss_weight=1.0)
+    ds = SyntheticDataset(SPEC, 10, seed=0, questions_per_clip=1, durations=[4, 5], group=1)
+    items = [ds[i] for i in range(4)]
+    batch = collate_clips(items, model.cfg)
+    k = batch["chunk_mask"].sum(1)
+    assert batch["chunk_events"].shape == (4, int(k.max()), 4)
+    assert ((batch["chunk_events"] == IGNORE).all(-1) == ~batch["chunk_mask"]).all()  # padding chunks only
+
+
+def test_the_event_loss_is_added_with_its_weight():
+    from mirasol_edge.data.synth import EVENT_CLASSES
+
+    model = tiny_model(seed=1, event_classes=EVENT_CLASSES, event_loss_weight=0.5)
+    ds = SyntheticDataset(SPEC, 10, seed=0, questions_per_clip=2)
+    out = clip_batch_loss(model, collate_clips([ds[0], ds[1]], model.cfg))
+    assert out["event_loss"] > 0
+    torch.testing.assert_close(out["loss"], out["answer_loss"] + model.cfg.latent_loss_weight * out["latent_loss"] + 0.5 * out["event_loss"])

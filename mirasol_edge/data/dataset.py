@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from mirasol_edge.batching import Example, collate
 from mirasol_edge.config import ModelConfig
 from mirasol_edge.data.manifest import ManifestRow, load_manifest
-from mirasol_edge.data.synth import allowed_durations, clip_seed, render_clip
+from mirasol_edge.data.synth import allowed_durations, clip_seed, render_clip, second_events
 from mirasol_edge.model.mirasol import IGNORE
 from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.chunking import ChunkSpec, chunk_clip
@@ -80,8 +80,9 @@ class SyntheticDataset(Dataset):
         clip = render_clip(clip_seed(self.seed, i), self.spec, min_seconds=d, max_seconds=d)
         frames, waveform = chunk_clip(clip.frames, clip.waveform, self.spec)  # (K, F, H, W, 3), (K, S)
         rng = np.random.default_rng([self.seed, i, 2])
-        return [Example(frames, waveform, clip.qa[j].question, clip.qa[j].answer)
-                for j in _pick(len(clip.qa), self.questions_per_clip, rng)]
+        qa = [clip.qa[j] for j in _pick(len(clip.qa), self.questions_per_clip, rng)]
+        events = second_events(clip) if self.spec.chunk_seconds == 1 else None  # one chunk per second
+        return [Example(frames, waveform, q.question, q.answer, events) for q in qa]
 
 
 class ManifestDataset(Dataset):
@@ -156,4 +157,10 @@ def collate_clips(items: list[ClipExamples], cfg: ModelConfig) -> dict[str, torc
         labels[i, answer_start - 1 : len(ids) - 1] = ids[answer_start:]
     batch["tokens"], batch["labels"] = torch.from_numpy(tokens), torch.from_numpy(labels)
     batch["question_clip"] = torch.tensor([c for c, clip in enumerate(items) for _ in clip], dtype=torch.long)
+    if cfg.event_classes:  # (C, K, A) per-chunk event classes, IGNORE where unknown or padding
+        events = np.full((len(items), batch["chunk_mask"].shape[1], len(cfg.event_classes)), IGNORE, np.int64)
+        for c, clip in enumerate(items):
+            if clip[0].events is not None:
+                events[c, : len(clip[0].events)] = clip[0].events
+        batch["chunk_events"] = torch.from_numpy(events)
     return batch

@@ -274,6 +274,22 @@ def _questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     return qa
 
 
+EVENT_ATTRIBUTES = ("colour", "shape", "motion", "sound")
+# classes per attribute; sound: 0 silence, 1 low tone, 2 high tone, 3..6 one to four beeps, 7 noise
+EVENT_CLASSES = (len(COLOURS), len(SHAPES), len(MOTIONS), 1 + len(PITCHES) + MAX_BEEPS + 1)
+
+
+def second_events(clip: Scene | SynthClip) -> np.ndarray:
+    """(duration_seconds, 4) int64: per second the class of each of EVENT_ATTRIBUTES (training targets)."""
+    out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
+    for e in clip.events:
+        if e.kind == "object":
+            out[e.start:e.end, :3] = (_C.index(e.colour), SHAPES.index(e.shape), MOTIONS.index(e.motion))
+        else:
+            out[e.start, 3] = 1 + PITCHES.index(e.pitch) if e.kind == "tone" else 2 + e.count if e.kind == "beeps" else 7
+    return out
+
+
 def sample_scene(seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12) -> Scene:
     """The events and questions of clip `seed`, without rendering (same as render_clip's)."""
     return _sample_scene(np.random.default_rng(seed), seed, spec, min_seconds, max_seconds)

@@ -44,6 +44,8 @@ class MirasolModel(nn.Module):
         self.combiner = build_combiner(cfg)
         self.temporal_decoder = TemporalDecoder(cfg)
         self.context_decoder = ContextDecoder(cfg)
+        # training only (never exported): a chunk's m features -> the classes of its events
+        self.event_head = nn.Linear(cfg.combiner.latents * cfg.d_model, sum(cfg.event_classes)) if cfg.event_classes else None
 
     # -- inputs ---------------------------------------------------------------------------
 
