@@ -74,7 +74,8 @@ class ModelConfig:
         return t * (self.chunk.frame_size // self.video.patch_size) ** 2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-shaped (lists, not tuples): what json.loads gives back from the bundle's metadata."""
+        return {**asdict(self), "event_classes": list(self.event_classes)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

@@ -41,5 +41,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
             d = x.shape[0] // 2
             torch.testing.assert_close(y[:d], x[:d], rtol=0, atol=ARGS["lr"] * 0.1, msg=name)
             x, y = x[d:], y[d:]
-        torch.testing.assert_close(y, x, rtol=0, atol=1e-6, msg=name)
+        # AdamW's first steps are ~lr per element whatever the gradient's size, so summation-order
+        # rounding in a near-zero gradient moves an element by ~1e-6; a wrong reduction moves it by ~lr.
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-5, msg=name)
 
