@@ -15,7 +15,7 @@ class TransformerCombiner(nn.Module):
     In the first layer half of the learned tokens see only the audio tokens and half only the video
     tokens; later layers attend freely. Attending to both from the start, the queries all latched onto
     the audio (the easier signal) and the video's shape and motion stayed at chance even under direct
-    supervision (RESULTS.md, "Combiner"); with the split both are read from the first steps.
+    supervision (RESULTS.md, "What changed"); with the split both are read from the first steps.
     """
 
     has_memory = False
