@@ -10,7 +10,9 @@ import torch
 from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
 
-FORMAT = "mirasol-edge-checkpoint/1"
+# /2: the combiner's first layer splits its queries between audio and video, and the log-mel front end
+# trains in fp32; /1 weights load into the same shapes but compute something else, so they are refused.
+FORMAT = "mirasol-edge-checkpoint/2"
 
 
 def save_checkpoint(path: str | os.PathLike, model: MirasolModel, **extra) -> None:
@@ -34,6 +36,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> tuple[Miraso
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and unpickler errors all mean "not our checkpoint"
         raise ValueError(f"{path} is not a mirasol-edge checkpoint ({type(e).__name__}); pass a file written by mirasol-edge train or init.") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == "mirasol-edge-checkpoint/1":
+        raise ValueError(f"{path} was written by an older mirasol-edge (format 1) whose combiner and audio front end differ; retrain it with this version.")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a mirasol-edge checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}, expected {FORMAT!r}).")
     model = MirasolModel(ModelConfig.from_dict(ckpt["config"]))

@@ -28,3 +28,11 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a mirasol-edge checkpoint"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_a_format_1_checkpoint_is_refused_with_a_retrain_hint(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", tiny_model())
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({**ckpt, "format": "mirasol-edge-checkpoint/1"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="older mirasol-edge.*retrain"):
+        load_checkpoint(tmp_path / "old.pt")
