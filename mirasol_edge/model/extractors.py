@@ -41,10 +41,11 @@ class LogMelSpectrogram(nn.Module):
         self.register_buffer("mel_filters", filters.T.contiguous().float(), persistent=False)  # (n_mels, bins)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        if torch.is_autocast_enabled(waveform.device.type):
+        device = waveform.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             # Always fp32: in bf16 the DFT's leakage floor moves by up to 8 log units, so a model trained
             # under autocast learned features that the fp32 inference graphs never show it (RESULTS.md).
-            with torch.autocast(waveform.device.type, enabled=False):
+            with torch.autocast(device, enabled=False):
                 return self.forward(waveform.float())
         x = F.pad(waveform.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")  # (B, 1, S + n_fft)
         spectrum = F.conv1d(x, self.dft, stride=self.hop_length)  # (B, 2 * bins, frames)
