@@ -159,7 +159,6 @@ def demo(
     """Train the tiny model briefly on synthetic clips, then answer questions about new .mp4 clips."""
     import warnings
 
-
     from mirasol_edge.checkpoint import load_checkpoint
     from mirasol_edge.data.manifest import load_manifest
     from mirasol_edge.data.synth import write_dataset
