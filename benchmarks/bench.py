@@ -1,14 +1,18 @@
-"""`mirasol-edge bench`: latency per chunk and per token, every engine side by side in one run.
+"""`mirasol-edge bench`: latency per chunk and per token, and throughput of batched streams, every
+engine side by side in one run.
 
-For each engine (ONNX Runtime for every bundle given, PyTorch eager when a checkpoint is given)
-the same decoded chunks go through every stage, chunk after chunk, for `chunks` chunks:
-audio extractor, video extractor, combiner, temporal step, cross K/V. Then a question: time to
-first token, time per token with the self-attention cache, and per token when the whole
-sequence is recomputed without caches. Decoding of the media (PyAV) is timed once, per chunk.
+One stream, per engine (ONNX Runtime for every bundle given; PyTorch eager, and torch.compile, when
+a checkpoint is given): the same decoded chunks go through every stage, chunk after chunk, for
+`chunks` chunks (audio extractor, video extractor, combiner, temporal step, cross K/V), then a
+question: time to first token, time per token with the self cache, per token recomputing.
+Many streams (the first bundle): `streams` streams stepped one at a time against all of them in one
+call, in stream-chunks per second; `streams` questions answered one at a time against together, in
+tokens per second. A real source (`source`): decoding and every model stage end to end, decoding on
+its own thread, against decoding alone.
 
-Medians and p95 over warm chunks (the first chunk is reported apart); ratios between engines are
-taken within this one run. FLOP rates are against this machine's matmul peak, measured here too.
-Imports torch only for the PyTorch engine and for counting FLOPs.
+Medians and p95 over warm chunks (the first chunk apart); ratios are taken within this one run.
+FLOP rates are against this machine's matmul peak, measured here too. Imports torch only for the
+PyTorch engines and for counting FLOPs. `summary` holds the headline numbers and ratios.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from mirasol_edge.runtime import tokenizer
+from mirasol_edge.runtime.contract import CHUNK_STAGES as STAGES
+from mirasol_edge.runtime.generation import GenerationOptions, generate
 
-STAGES = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv")
 DISTINCT_CHUNKS = 16  # distinct inputs cycled through the long run (keeps memory flat and inputs equal)
+QUESTION = "what colour is the first shape?"
+BATCH_STEPS = 8  # chunks per stream in the batched comparison (after one warm-up chunk)
 
 
 def _rss_mb() -> float:
@@ -85,7 +92,7 @@ def time_decoding(path: Path, spec):
     return times, kept
 
 
-# -- engines --------------------------------------------------------------------------------
+# -- ONNX Runtime ---------------------------------------------------------------------------
 
 
 class _TimedSession:
@@ -104,10 +111,24 @@ class _TimedSession:
         return getattr(self.session, name)
 
 
-def bench_ort(bundle_path, inputs, chunks: int, tokens: int, provider: str, threads: int, progress: bool) -> dict:
+@dataclass(frozen=True)
+class OrtSetup:
+    """How this run's ONNX Runtime engines load their bundles."""
+
+    provider: str = "cpu"
+    threads: int = 0  # intra-op threads; 0: all cores
+    thread_pool: str = "per_session"  # or "shared" (RuntimeOptions)
+
+
+def _load(bundle_path, setup: OrtSetup):
     from mirasol_edge.runtime.session import Runtime
 
-    runtime = Runtime.load(bundle_path, provider=provider, intra_op_threads=threads, io_binding=False)
+    return Runtime.load(bundle_path, provider=setup.provider, intra_op_threads=setup.threads, io_binding=False,
+                        thread_pool=setup.thread_pool)
+
+
+def bench_ort(bundle_path, inputs, chunks: int, tokens: int, setup: OrtSetup, progress: bool) -> dict:
+    runtime = _load(bundle_path, setup)
     logs = {name: [] for name in runtime.engine.sessions}
     runtime.engine.sessions = {name: _TimedSession(s, logs[name]) for name, s in runtime.engine.sessions.items()}
     stream = runtime.create_stream()
@@ -121,87 +142,194 @@ def bench_ort(bundle_path, inputs, chunks: int, tokens: int, provider: str, thre
         rss.append(_rss_mb())
         bar(k + 1)
     per_stage = {name: logs[name][:chunks] for name in STAGES}
-    engine = runtime.engine
-    prompt = tokenizer.encode_prompt("what colour is the first shape?", runtime.bundle.max_text_len)
-    text = _ort_text(engine, stream.state.cross, prompt, tokens)
-    return {"label": f"ort-{runtime.bundle.precision}", "stages": per_stage, "total": totals, "rss_mb": rss, "text": text,
+    return {"label": f"ort-{runtime.bundle.precision}", "stages": per_stage, "total": totals, "rss_mb": rss,
+            "text": ort_text(runtime, [stream], tokens), "state_bytes": runtime.state_bytes(),
             "providers": sorted({p for ps in runtime.active_providers().values() for p in ps[:1]})}
 
 
-def _ort_text(engine, cross, prompt, tokens: int) -> dict:
-    """Time to first token, per-token time with the cache, and per token recomputing without it."""
-    start = time.perf_counter()
-    logits, past = engine.decode(cross, prompt, engine.empty_self_cache())
-    ttft = time.perf_counter() - start
-    seq, cached = list(prompt), []
-    for _ in range(tokens):  # forced length: eos is ignored so both ways do the same work
-        token = int(np.argmax(logits))
-        seq.append(token)
-        start = time.perf_counter()
-        logits, past = engine.decode(cross, [token], past)
-        cached.append(time.perf_counter() - start)
+def _timed_generate(runtime, streams, tokens: int) -> tuple[float, list[float]]:
+    """One question per stream, exactly `tokens` tokens each (eos ignored): seconds to the first
+    token (the prefill) and of each later step (one decode_one_token for every question)."""
+    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
+    options = [GenerationOptions(max_new_tokens=tokens)] * len(streams)
+    steps = generate(runtime.engine, [s.state for s in streams], [prompt] * len(streams), options,
+                     runtime.bundle.max_text_len, stop_at_eos=False)
+    times, start = [], time.perf_counter()
+    for _ in steps:
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return times[0], times[1:]
+
+
+def ort_text(runtime, streams, tokens: int) -> dict:
+    """Time to first token, per token with the self cache, and per token recomputing the sequence."""
+    ttft, cached = _timed_generate(runtime, streams, tokens)
+    engine, state = runtime.engine, streams[0].state
+    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
     recompute = []
-    for n in range(len(prompt) + 1, len(seq) + 1):
+    for n in range(1, min(tokens, runtime.bundle.max_text_len - len(prompt))):
         start = time.perf_counter()
-        engine.decode(cross, seq[:n], engine.empty_self_cache())
+        engine.prefill([state], [prompt + [tokenizer.NUM_SPECIAL] * n])  # the whole sequence again
         recompute.append(time.perf_counter() - start)
     return {"ttft": ttft, "token_cached": cached, "token_recompute": recompute}
 
 
-def bench_torch(checkpoint, inputs, chunks: int, tokens: int, progress: bool) -> dict:
+def bench_batched(bundle_path, inputs, streams: int, tokens: int, setup: OrtSetup) -> dict:
+    """`streams` streams stepped one at a time vs all together, and as many questions one at a time vs together."""
+    runtime = _load(bundle_path, setup)
+    alone = [runtime.create_stream() for _ in range(streams)]
+    together = [runtime.create_stream() for _ in range(streams)]
+    for k, s in enumerate(alone):  # streams at different positions: new ones beside older ones
+        for j in range(k % 4):
+            s.push(*inputs[j])
+    for k, s in enumerate(together):
+        for j in range(k % 4):
+            s.push(*inputs[j])
+    per_alone, per_together = [], []
+    for step in range(BATCH_STEPS + 1):  # step 0 warms up both
+        chunk = [inputs[(step + k) % len(inputs)] for k in range(streams)]
+        start = time.perf_counter()
+        for s, c in zip(alone, chunk):
+            runtime.push_streams([s], [c])
+        t_alone = time.perf_counter() - start
+        start = time.perf_counter()
+        runtime.push_streams(together, chunk)
+        t_together = time.perf_counter() - start
+        if step:
+            per_alone.append(t_alone)
+            per_together.append(t_together)
+    tokens_alone, tokens_together = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        for s in alone:
+            _timed_generate(runtime, [s], tokens)
+        tokens_alone.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _timed_generate(runtime, together, tokens)
+        tokens_together.append(time.perf_counter() - start)
+    chunk_alone, chunk_together = float(np.median(per_alone)), float(np.median(per_together))
+    token_alone, token_together = float(np.median(tokens_alone)), float(np.median(tokens_together))
+    return {
+        "streams": streams, "steps": BATCH_STEPS, "tokens": tokens,
+        "one_by_one_step_ms": chunk_alone * 1e3, "batched_step_ms": chunk_together * 1e3,
+        "one_by_one_stream_chunks_per_s": streams / chunk_alone, "batched_stream_chunks_per_s": streams / chunk_together,
+        "one_by_one_tokens_per_s": streams * tokens / token_alone, "batched_tokens_per_s": streams * tokens / token_together,
+        "per_stream_chunk_ms": chunk_together / streams * 1e3,
+        "state_bytes_per_stream": runtime.state_bytes(),
+    }
+
+
+def bench_source(bundle_path, source, setup: OrtSetup, skip_nonref: bool = False) -> dict:
+    """Decode `source` alone, then decode + every model stage (decoding on its own thread)."""
+    from mirasol_edge.runtime.media import iter_chunks, prefetch, probe
+
+    runtime = _load(bundle_path, setup)
+    spec = runtime.chunk
+    start = time.perf_counter()
+    n = sum(1 for _ in iter_chunks(source, spec, skip_nonref=skip_nonref))
+    decode_s = time.perf_counter() - start
+    stream = runtime.create_stream()
+    start = time.perf_counter()
+    for frames, waveform in prefetch(iter_chunks(source, spec, skip_nonref=skip_nonref)):
+        stream.push(frames, waveform)
+    total_s = time.perf_counter() - start
+    media_s = n * spec.chunk_seconds
+    info = probe(source)
+    return {"source": str(source), "width": info["width"], "height": info["height"], "fps": info["fps"],
+            "codec": info["video_codec"], "chunks": n, "skip_nonref": skip_nonref,
+            "decode_ms_per_chunk": decode_s / n * 1e3, "end_to_end_ms_per_chunk": total_s / n * 1e3,
+            "rtf_decode": decode_s / media_s, "rtf_end_to_end": total_s / media_s}
+
+
+# -- PyTorch ----------------------------------------------------------------------------------
+
+
+def bench_torch(checkpoint, inputs, chunks: int, tokens: int, progress: bool, compile: bool = False) -> dict:
+    """The stages of MirasolModel.push_chunk (fixed-size caches, as the graphs), eager or torch.compile'd."""
     import torch
 
     from mirasol_edge.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
-    keep = model.cfg.temporal_window * model.cfg.combiner.latents
+    stages_fn = {
+        "audio_extractor": model.audio_extractor, "video_extractor": model.video_extractor, "combiner": model.combiner,
+        "temporal_decoder": model.temporal_decoder.step, "context_cross_kv": model.context_decoder.write_cross,
+    }
+    decoder_step = model.context_decoder.step
+    label = "torch-eager"
+    compile_s = 0.0
+    if compile:
+        label = "torch-compile"
+        stages_fn = {name: torch.compile(fn, dynamic=False) for name, fn in stages_fn.items()}
+        decoder_step = torch.compile(decoder_step, dynamic=False)
     state = model.init_stream()
     stages = {name: [] for name in STAGES}
     totals, rss = [], []
-    bar = _Progress(chunks, "torch eager", progress)
+    bar = _Progress(chunks, label, progress)
 
-    def timed(name, fn, *args):
+    def timed(name, *args):
         start = time.perf_counter()
-        out = fn(*args)
+        out = stages_fn[name](*args)
         stages[name].append(time.perf_counter() - start)
         return out
 
     with torch.inference_mode():
-        for k in range(chunks):
-            frames, waveform = inputs[k % len(inputs)]
+        if compile:  # compiling happens at the first call of each stage: timed apart
             start = time.perf_counter()
-            f, w = torch.from_numpy(frames)[None], torch.from_numpy(waveform)[None]
-            audio = timed("audio_extractor", model.audio_extractor, w)
-            video = timed("video_extractor", model.video_extractor, f)
-            latents, memory = timed("combiner", model.combiner, audio, video, state.memory)
-            features, temporal = timed("temporal_decoder", model.temporal_decoder, latents, state.chunks, state.temporal)
-            new_cross = timed("context_cross_kv", model.context_decoder.cross_keys_values, features)
-            cross = [(torch.cat([k_, nk], 2)[:, :, -keep:], torch.cat([v_, nv], 2)[:, :, -keep:])
-                     for (k_, v_), (nk, nv) in zip(state.cross, new_cross)]
-            temporal = [(k_[:, :, -keep:], v_[:, :, -keep:]) for k_, v_ in temporal]
-            state = replace(state, chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory)
+            _torch_chunk(model, state, inputs[0], lambda name, *a: stages_fn[name](*a))
+            compile_s = time.perf_counter() - start
+        for k in range(chunks):
+            start = time.perf_counter()
+            state = _torch_chunk(model, state, inputs[k % len(inputs)], timed)
             totals.append(time.perf_counter() - start)
             rss.append(_rss_mb())
             bar(k + 1)
-        prompt = torch.tensor([tokenizer.encode_prompt("what colour is the first shape?", model.cfg.max_text_len)])
-        decoder = model.context_decoder
+        text = _torch_text(model, state, decoder_step, tokens)
+    return {"label": label, "stages": stages, "total": totals, "rss_mb": rss, "text": text,
+            "threads": torch.get_num_threads(), "compile_s": compile_s}
+
+
+def _torch_chunk(model, state, chunk, run):
+    import torch
+
+    frames, waveform = chunk
+    f, w = torch.from_numpy(frames)[None], torch.from_numpy(waveform)[None]
+    audio = run("audio_extractor", w)
+    video = run("video_extractor", f)
+    latents, memory = run("combiner", audio, video, state.memory)
+    position = torch.full((1,), state.chunks, dtype=torch.long)
+    features, temporal = run("temporal_decoder", latents, position, state.temporal)
+    cross = run("context_cross_kv", features, position, state.cross)
+    return replace(state, chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory)
+
+
+def _torch_text(model, state, step, tokens: int) -> dict:
+    import torch
+
+    cfg = model.cfg
+    prompt = torch.tensor([tokenizer.encode_prompt(QUESTION, cfg.max_text_len)])
+    empty = torch.zeros(1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
+    fresh = [(empty, empty)] * cfg.context_layers
+    seen = torch.full((1,), state.chunks)
+    start = time.perf_counter()
+    logits, past = step(prompt, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen)
+    ttft = time.perf_counter() - start
+    position, cached = prompt.shape[1], []
+    n = min(tokens, cfg.max_text_len - prompt.shape[1] - 1)
+    for _ in range(n):  # forced length: eos is ignored so every engine does the same work
+        token = logits[:, -1:].argmax(-1)
         start = time.perf_counter()
-        logits, past = decoder(prompt, state.cross)
-        ttft = time.perf_counter() - start
-        seq, cached = prompt, []
-        for _ in range(tokens):
-            token = logits[:, -1:].argmax(-1)
-            seq = torch.cat([seq, token], 1)
-            start = time.perf_counter()
-            logits, past = decoder(token, state.cross, past)
-            cached.append(time.perf_counter() - start)
-        recompute = []
-        for n in range(prompt.shape[1] + 1, seq.shape[1] + 1):
-            start = time.perf_counter()
-            decoder(seq[:, :n], state.cross)
-            recompute.append(time.perf_counter() - start)
-    return {"label": "torch-eager", "stages": stages, "total": totals, "rss_mb": rss,
-            "text": {"ttft": ttft, "token_cached": cached, "token_recompute": recompute}, "threads": torch.get_num_threads()}
+        logits, past = step(token, torch.full((1,), position), past, state.cross, seen)
+        cached.append(time.perf_counter() - start)
+        position += 1
+    recompute = []
+    for k in range(1, n):
+        seq = torch.cat([prompt, torch.full((1, k), tokenizer.NUM_SPECIAL)], 1)
+        start = time.perf_counter()
+        model.context_decoder.step(seq, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen)
+        recompute.append(time.perf_counter() - start)
+    return {"ttft": ttft, "token_cached": cached, "token_recompute": recompute}
 
 
 def stage_flops(config: dict) -> dict | None:
@@ -211,40 +339,50 @@ def stage_flops(config: dict) -> dict | None:
         from mirasol_edge.info import build_meta, flops_per_chunk
     except ImportError:
         return None
-    flops = flops_per_chunk(build_meta(ModelConfig.from_dict(config)))
-    flops["context_cross_kv"] = flops.pop("cross_kv")
-    return flops
+    return flops_per_chunk(build_meta(ModelConfig.from_dict(config)))
 
 
 # -- the run --------------------------------------------------------------------------------
 
 
 def run(bundles: list, torch_checkpoint=None, chunks: int = 500, tokens: int = 32, provider: str = "cpu",
-        threads: int = 0, progress: bool = True) -> dict:
-    """Benchmark every bundle (and the checkpoint in PyTorch eager) on the same chunks; returns a report dict."""
+        threads: int = 0, progress: bool = True, compile: bool = False, streams: int = 32, source=None,
+        skip_nonref: bool = False, thread_pool: str = "per_session") -> dict:
+    """Benchmark every bundle (and the checkpoint in PyTorch) on the same chunks; returns a report dict."""
     from mirasol_edge.benchmarks.peak import matmul_peak_gflops
     from mirasol_edge.runtime.bundle import load_bundle
 
     if chunks < 2:
         raise ValueError(f"--chunks must be at least 2 (the first chunk is reported apart), got {chunks}.")
+    if streams < 1:
+        raise ValueError(f"--streams must be at least 1, got {streams}.")
+    if compile and torch_checkpoint is None:
+        raise ValueError("--compile needs a checkpoint to compile: add --torch CHECKPOINT.")
+    setup = OrtSetup(provider, threads, thread_pool)
     first = load_bundle(bundles[0])
     spec = first.chunk
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_long_clip(Path(tmp) / "bench.mp4", spec, chunks)
-        decode_times, inputs = time_decoding(source, spec)
+        clip = write_long_clip(Path(tmp) / "bench.mp4", spec, chunks)
+        decode_times, inputs = time_decoding(clip, spec)
     engines = []
     if torch_checkpoint is not None:
         engines.append(bench_torch(torch_checkpoint, inputs, chunks, tokens, progress))
+        if compile:
+            engines.append(bench_torch(torch_checkpoint, inputs, chunks, tokens, progress, compile=True))
     for path in bundles:
-        engines.append(bench_ort(path, inputs, chunks, tokens, provider, threads, progress))
+        engines.append(bench_ort(path, inputs, chunks, tokens, setup, progress))
+    batched = bench_batched(bundles[0], inputs, streams, tokens, setup)
+    real = bench_source(bundles[0], source, setup, skip_nonref) if source is not None else None
     peak = matmul_peak_gflops()
     report = {
-        "machine": _machine(), "chunk_seconds": spec.chunk_seconds, "chunks": chunks, "tokens": tokens,
+        "machine": _machine(), "ort_setup": vars(setup), "chunk_seconds": spec.chunk_seconds, "chunks": chunks, "tokens": tokens,
         "matmul_peak_gflops": peak, "flops": stage_flops(first.config),
         "decode": {"first_ms": decode_times[0] * 1e3, **_summary(decode_times[1:]), "per_chunk_ms": [t * 1e3 for t in decode_times]},
         "engines": [_engine_report(e, spec.chunk_seconds) for e in engines],
+        "batched": batched, "source": real,
     }
     report["comparisons"] = _comparisons(report)
+    report["summary"] = _headline(report)
     return report
 
 
@@ -257,6 +395,7 @@ def _engine_report(e: dict, chunk_seconds: float) -> dict:
     text = e["text"]
     return {
         "label": e["label"], "providers": e.get("providers"), "threads": e.get("threads"),
+        "compile_s": e.get("compile_s"), "state_bytes": e.get("state_bytes"),
         "stages": stages,
         "chunk": {"first_ms": e["total"][0] * 1e3, **_summary(warm)},
         "real_time_factor": float(np.median(warm)) / chunk_seconds,
@@ -265,7 +404,8 @@ def _engine_report(e: dict, chunk_seconds: float) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "text": {"ttft_ms": text["ttft"] * 1e3, "token_cached": _summary(text["token_cached"]),
                  "token_recompute": _summary(text["token_recompute"]),
-                 "cached_speedup_32": float(np.sum(text["token_recompute"]) / np.sum(text["token_cached"]))},
+                 "cached_speedup": float(np.sum(text["token_recompute"]) / np.sum(text["token_cached"][: len(text["token_recompute"])]))
+                 if text["token_recompute"] else None},
         "per_chunk_ms": [t * 1e3 for t in e["total"]],
         "per_stage_chunk_ms": {name: [t * 1e3 for t in times] for name, times in e["stages"].items()},
     }
@@ -274,7 +414,8 @@ def _engine_report(e: dict, chunk_seconds: float) -> dict:
 def _comparisons(report: dict) -> dict:
     by = {e["label"]: e for e in report["engines"]}
     out = {}
-    for a, b in (("torch-eager", "ort-fp32"), ("ort-fp32", "ort-int8"), ("torch-eager", "ort-int8")):
+    for a, b in (("torch-eager", "ort-fp32"), ("torch-compile", "ort-fp32"), ("ort-fp32", "ort-int8"),
+                 ("torch-eager", "ort-int8"), ("torch-eager", "torch-compile")):
         if a in by and b in by:
             out[f"{b} vs {a}"] = {
                 "chunk_speedup": by[a]["chunk"]["p50_ms"] / by[b]["chunk"]["p50_ms"],
@@ -289,6 +430,28 @@ def _comparisons(report: dict) -> dict:
                 for name, s in e["stages"].items()
             }
     return out
+
+
+def _headline(report: dict) -> dict:
+    """The numbers the throughput issue asks for, measured in this run (None where not run)."""
+    comparisons, batched = report["comparisons"], report["batched"]
+    ort = next((e for e in report["engines"] if e["label"].startswith("ort")), None)
+    eager, compiled = comparisons.get("ort-fp32 vs torch-eager"), comparisons.get("ort-fp32 vs torch-compile")
+    return {
+        "ort_vs_eager_chunk": eager["chunk_speedup"] if eager else None,
+        "ort_vs_eager_token": eager["token_speedup"] if eager else None,
+        "ort_vs_compile_chunk": compiled["chunk_speedup"] if compiled else None,
+        "ort_vs_compile_token": compiled["token_speedup"] if compiled else None,
+        "batched_vs_one_by_one_chunk": batched["batched_stream_chunks_per_s"] / batched["one_by_one_stream_chunks_per_s"],
+        "batched_vs_one_by_one_token": batched["batched_tokens_per_s"] / batched["one_by_one_tokens_per_s"],
+        "streams": batched["streams"],
+        "rtf_model": ort["real_time_factor"] if ort else None,
+        "rtf_end_to_end": report["source"]["rtf_end_to_end"] if report["source"] else None,
+        "state_bytes_per_stream": batched["state_bytes_per_stream"],
+        # every model stage of a stream's chunk, batched: how many 1x real-time streams this machine's cores hold
+        "realtime_streams_model": report["chunk_seconds"] * 1e3 / batched["per_stream_chunk_ms"],
+        "late_over_early": ort["late_over_early"] if ort else None,
+    }
 
 
 def _machine() -> dict:
@@ -325,6 +488,11 @@ def format_table(report: dict) -> str:
     lines += ["", head, "-" * len(head)]
     for name in STAGES:
         lines.append(f"{name:<20}" + "".join(f"{e['stages'][name]['p50_ms']:>16.3f}" for e in report["engines"]))
+
+    def speedup(e):
+        s = e["text"]["cached_speedup"]
+        return "-" if s is None else f"{s:.2f}"
+
     rows = [
         ("chunk p50 ms", lambda e: f"{e['chunk']['p50_ms']:.3f}"),
         ("chunk p95 ms", lambda e: f"{e['chunk']['p95_ms']:.3f}"),
@@ -335,12 +503,15 @@ def format_table(report: dict) -> str:
         ("RSS MB @10 / last", lambda e: f"{e['rss_mb']['at_10']:.0f}/{e['rss_mb']['last']:.0f}"),
         ("TTFT ms", lambda e: f"{e['text']['ttft_ms']:.2f}"),
         ("token cached ms", lambda e: f"{e['text']['token_cached']['p50_ms']:.3f}"),
-        ("token recompute ms", lambda e: f"{e['text']['token_recompute']['p50_ms']:.3f}"),
-        (f"cache speedup x{report['tokens']}", lambda e: f"{e['text']['cached_speedup_32']:.2f}"),
+        ("token recompute ms", lambda e: f"{e['text']['token_recompute'].get('p50_ms', float('nan')):.3f}"),
+        ("cache speedup", speedup),
     ]
     lines.append("-" * len(head))
     for title, fn in rows:
         lines.append(f"{title:<20}" + "".join(f"{fn(e):>16}" for e in report["engines"]))
+    for e in report["engines"]:
+        if e.get("compile_s"):
+            lines.append(f"{e['label']}: compile time {e['compile_s']:.1f} s (first chunk, apart)")
     if report["flops"]:
         lines += ["", f"{'stage':<20}{'MFLOP':>10}" + "".join(f"{'% peak ' + label:>22}" for label in labels)]
         for name in STAGES:
@@ -350,6 +521,17 @@ def format_table(report: dict) -> str:
         lines.append("")
         for name, c in report["comparisons"].items():
             lines.append(f"{name}: per chunk x{c['chunk_speedup']:.2f}, per token x{c['token_speedup']:.2f}")
+    b = report["batched"]
+    lines += ["", f"{b['streams']} streams, one call per stream vs one call for all: "
+                  f"{b['one_by_one_stream_chunks_per_s']:.1f} vs {b['batched_stream_chunks_per_s']:.1f} stream-chunks/s; "
+                  f"{b['one_by_one_tokens_per_s']:.0f} vs {b['batched_tokens_per_s']:.0f} tokens/s; "
+                  f"state {b['state_bytes_per_stream'] / 1e6:.2f} MB per stream"]
+    if report["source"]:
+        s = report["source"]
+        lines.append(f"source {s['width']}x{s['height']} {s['fps']:.0f} fps {s['codec']}: decode {s['decode_ms_per_chunk']:.1f} ms/chunk, "
+                     f"decode + model {s['end_to_end_ms_per_chunk']:.1f} ms/chunk, real-time factor {s['rtf_end_to_end']:.4f}")
+    lines += ["", "summary: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in report["summary"].items())]
     return "\n".join(lines)
 
 

@@ -10,9 +10,10 @@ runs the same chunks and questions through
   cuda  fp16   IO binding
   cuda  fp32   numpy engine       (what IO binding saves)
 and checks: every session really runs on CUDA (session.get_providers()), the stream's caches are
-OrtValues on the GPU, the greedy answer ids and the cross cache agree with the CPU reference.
+OrtValues on the GPU, the greedy answer and the cross cache agree with the CPU reference.
 Latency: per chunk (all five graphs, median and p90 over CHUNKS pushes after WARMUP) and per
-generated token (one decoder step with the self cache, median over TOKENS steps).
+generated token (one decoder step with the self cache, median over TOKENS steps); throughput: 32,
+256 and 1024 streams stepped together (Runtime.push_streams), as real-time streams held.
 Full log and JSON go to $OUT (or --out); the table is printed last.
 """
 
@@ -99,16 +100,13 @@ def chunks_for(spec, n: int, seed: int = 0):
         yield frames, waveform
 
 
-def host(value) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else value.numpy()
-
-
 def device_of(value) -> str:
     return "numpy" if isinstance(value, np.ndarray) else value.device_name()
 
 
-def run_case(bundle: Path, provider: str, io_binding: bool, log) -> dict:
-    from mirasol_edge.runtime import generation, tokenizer
+def run_case(bundle: Path, provider: str, io_binding: bool, log, batches=(32, 256, 1024)) -> dict:
+    from mirasol_edge.runtime import tokenizer
+    from mirasol_edge.runtime.generation import GenerationOptions, generate
     from mirasol_edge.runtime.session import Runtime
 
     start = time.perf_counter()
@@ -124,26 +122,35 @@ def run_case(bundle: Path, provider: str, io_binding: bool, log) -> dict:
         stream.push(frames, waveform)
         if i >= WARMUP:
             times.append(time.perf_counter() - t)
-    state = stream.state
-    cache_devices = sorted({device_of(v) for v in state.temporal + state.cross})
-    # per token: prefill the prompt, then TOKENS single-token steps (eos or not)
-    engine = runtime.engine
-    prompt = generation.prompt_ids(QUESTION, runtime.bundle.max_text_len)
-    steps = min(TOKENS, runtime.bundle.max_text_len - len(prompt) - 1)
-    t = time.perf_counter()
-    logits, past = engine.decode(state.cross, prompt, engine.empty_self_cache())
-    prefill_s = time.perf_counter() - t
-    token_times, token = [], int(np.argmax(logits))
-    for _ in range(steps):
+    batch = stream.state.batch
+    cache_devices = sorted({device_of(v) for v in [*batch.temporal.values(), *batch.cross.values()]})
+    # per token: the prompt in one prefill, then TOKENS one-token steps, eos or not (generation.generate)
+    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
+    steps = generate(runtime.engine, [stream.state], [prompt], [GenerationOptions(max_new_tokens=TOKENS)],
+                     runtime.bundle.max_text_len, stop_at_eos=False)
+    step_times, t = [], time.perf_counter()
+    for _ in steps:
+        step_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        logits, past = engine.decode(state.cross, [token], past)
-        token_times.append(time.perf_counter() - t)
-        token = int(np.argmax(logits))
-    ids = list(generation.generate_ids(engine, state.cross, prompt, 16, runtime.bundle.max_text_len,
-                                       generation.GenerationOptions()))
     t = time.perf_counter()
     answer = stream.ask(QUESTION, max_new_tokens=16)
     ask_s = time.perf_counter() - t
+    ids = tokenizer.encode(answer)
+    throughput = {}
+    for n in batches:  # n streams stepped together: stream-chunks per second, i.e. real-time streams held
+        try:
+            streams = [runtime.create_stream() for _ in range(n)]
+            chunk = list(chunks_for(runtime.chunk, 4, seed=1))
+            runtime.push_streams(streams, [chunk[k % 4] for k in range(n)])  # warm-up
+            t = time.perf_counter()
+            for step in range(4):
+                runtime.push_streams(streams, [chunk[(k + step) % 4] for k in range(n)])
+            per_step = (time.perf_counter() - t) / 4
+            throughput[n] = n * runtime.chunk.chunk_seconds / per_step
+            log(f"  {n} streams: {per_step * 1e3:.1f} ms per step, {throughput[n]:.0f} real-time streams")
+        except Exception as e:  # out of memory at a large n is a result, not the end of the check
+            log(f"  {n} streams: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            break
     return {
         "load_s": load_s,
         "on_cuda": on_cuda,
@@ -152,12 +159,13 @@ def run_case(bundle: Path, provider: str, io_binding: bool, log) -> dict:
         "cache_devices": cache_devices,
         "chunk_ms_p50": 1000 * float(np.median(times)),
         "chunk_ms_p90": 1000 * float(np.percentile(times, 90)),
-        "prefill_ms": 1000 * prefill_s,
-        "token_ms_p50": 1000 * float(np.median(token_times)) if token_times else float("nan"),
+        "prefill_ms": 1000 * step_times[0],
+        "token_ms_p50": 1000 * float(np.median(step_times[1:])) if len(step_times) > 1 else float("nan"),
         "ask_ms": 1000 * ask_s,
         "answer_ids": ids,
-        "answer": tokenizer.decode(ids),
-        "cross": [host(v) for v in state.cross],
+        "answer": answer,
+        "realtime_streams": throughput,
+        "cross": [a for n, a in sorted(stream.arrays().items()) if n.startswith("cross_")],
     }
 
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Callable
 
 from mirasol_edge.export.components import Component, build_components, export_component
-from mirasol_edge.export.manifest import FORMAT, file_entry, read_manifest, write_manifest
+from mirasol_edge.export.manifest import FORMAT, MANIFEST, file_entry, write_manifest
 from mirasol_edge.model import MirasolModel
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 18  # the dynamo exporter's own opset; older ones lack ops it emits
 MAX_OPSET = 25  # the newest the exporter converts to and onnxruntime (1.32) loads
-DEFAULT_OPSET = 20  # native Gelu; onnxruntime >= 1.17 runs it
+DEFAULT_OPSET = 23  # ONNX's fused Attention op: 1.2-1.7x faster attention steps in onnxruntime >= 1.23 (BENCHMARKS.md)
 MAX_NEW_TOKENS = 16  # the runtime's default answer length
 
 
@@ -234,13 +234,20 @@ def _check_out_dir(out: Path, force: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not force:
             raise ValueError(f"{out} exists and is not empty; pass --force to replace it, or choose another directory.")
-        try:
-            read_manifest(out)
-        except ValueError:
-            raise ValueError(f"{out} is not empty and is not a bundle; --force only replaces a bundle, so choose another directory.") from None
+        if not _is_bundle(out):
+            raise ValueError(f"{out} is not empty and is not a bundle; --force only replaces a bundle, so choose another directory.")
     parent = _existing_ancestor(out.parent)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write to {parent}; choose a writable output directory.")
+
+
+def _is_bundle(path: Path) -> bool:
+    """A directory written by `mirasol-edge export`, of this format or an older one (so --force can replace it)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("mirasol-edge-bundle/")
 
 
 def _existing_ancestor(path: Path) -> Path:

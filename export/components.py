@@ -1,10 +1,11 @@
 """One exporter per component: small wrappers that take and return named, flat tensors.
 
-Each `Component` says what docs/bundle.md fixes for one graph: its file, its inputs and outputs
-(dtype and shape, symbolic dims as strings), the dims it is traced with and the dims it is
-validated with (other values: batch 1 and 3, empty / one-chunk / several-chunk caches, one and
-several text tokens). `export_component` traces the wrapper with torch.onnx.export(dynamo=True)
-and writes the graph with exactly those names and dims.
+What each graph takes and gives (names, dtypes, shapes) is the runtime's contract
+(runtime/contract.py); a `Component` adds what export needs on top: the module to trace, the
+dims it is traced with and the dims it is validated with (other values: batch 1 and 3, one-chunk
+and several-chunk rings, streams at different positions, one and several text tokens).
+`export_component` traces the wrapper with torch.onnx.export(dynamo=True) and writes the graph
+with exactly the contract's names and dims.
 """
 
 from __future__ import annotations
@@ -19,44 +20,42 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
+from mirasol_edge.runtime.contract import Dims, GraphSpec, TensorSpec, graph_specs
 
 MAX_BATCH = 4096  # upper bound torch.export needs for the symbolic batch dim
-MAX_CACHE = 1 << 20  # upper bound of the temporal and cross cache lengths (positions)
+MAX_WINDOW = 1 << 16  # upper bound of the chunk slots of the temporal and cross caches
 EXTERNAL_DATA_BYTES = 3 << 29  # graphs with 1.5 GiB of weights and up keep them in <file>.data: protobuf stops at 2 GiB
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """dtype (numpy name) and shape (ints, or dim names for the symbolic dims) of one graph input/output."""
-
-    dtype: str
-    shape: tuple
-    sample: str = "normal"  # how validation draws it: normal, waveform, pixels, tokens, position
-
-    def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass
 class Component:
-    name: str
+    spec: GraphSpec  # the contract: names, dtypes, shapes
     module: nn.Module  # positional inputs in `inputs` order -> a tensor or a tuple in `outputs` order
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    trace: dict[str, int]  # values of the symbolic dims (and chunk_position) when tracing
+    trace: dict[str, int]  # values of the symbolic dims when tracing
     checks: list[dict[str, int]] = field(default_factory=list)  # values for validation, all different from `trace`
     dim_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # min, max of each symbolic dim
-    vocab_size: int = 0
+    dims: Dims | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @property
     def file(self) -> str:
-        return f"{self.name}.onnx"
+        return self.spec.file
 
-    def sample(self, dims: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Random inputs whose symbolic dims take the values in `dims`."""
-        return {name: _draw(spec, dims, rng, self.vocab_size) for name, spec in self.inputs.items()}
+    @property
+    def inputs(self) -> dict[str, TensorSpec]:
+        return self.spec.inputs
+
+    @property
+    def outputs(self) -> dict[str, TensorSpec]:
+        return self.spec.outputs
+
+    def sample(self, values: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Random inputs whose symbolic dims take the values in `values`."""
+        return {name: _draw(name, spec, values, rng, self.dims) for name, spec in self.inputs.items()}
 
     @torch.no_grad()
     def run_torch(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -64,11 +63,6 @@ class Component:
         out = self.module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs))
         out = out if isinstance(out, tuple) else (out,)
         return {name: t.numpy() for name, t in zip(self.outputs, out)}
-
-
-def cache_names(kind: str, layers: int) -> list[str]:
-    """kind past/present/cross -> [kind_key.0, kind_value.0, kind_key.1, ...]."""
-    return [f"{kind}_{part}.{i}" for i in range(layers) for part in ("key", "value")]
 
 
 def _pairs(flat) -> list[tuple[Tensor, Tensor]]:
@@ -111,37 +105,39 @@ class CombinerGraph(nn.Module):
 
 
 class TemporalDecoderGraph(nn.Module):
-    """One chunk: latents, chunk_position, past_key.{i}/past_value.{i} -> features, present_*."""
+    """One chunk per stream: latents, chunk_position, past_key.{i}/past_value.{i} -> features, present_*."""
 
     def __init__(self, model: MirasolModel):
         super().__init__()
         self.decoder = model.temporal_decoder
 
     def forward(self, latents: Tensor, chunk_position: Tensor, *past: Tensor):
-        features, present = self.decoder(latents, chunk_position, _pairs(past))
+        features, present = self.decoder.step(latents, chunk_position, _pairs(past))
         return (features, *_flat(present))
 
 
 class ContextCrossKVGraph(nn.Module):
+    """One chunk per stream into the cross cache: features, chunk_position, cross_* -> present_cross_*."""
+
     def __init__(self, model: MirasolModel):
         super().__init__()
         self.decoder = model.context_decoder
 
-    def forward(self, features: Tensor):
-        return _flat(self.decoder.cross_keys_values(features))
+    def forward(self, features: Tensor, chunk_position: Tensor, *cross: Tensor):
+        return _flat(self.decoder.write_cross(features, chunk_position, _pairs(cross)))
 
 
 class ContextDecoderGraph(nn.Module):
-    """tokens, past_* (self-attention cache), cross_* (the stream's cross cache) -> logits, present_*."""
+    """tokens, text_position, chunks_seen, past_* (self cache), cross_* (the stream's cross cache) -> logits, present_*."""
 
     def __init__(self, model: MirasolModel):
         super().__init__()
         self.decoder = model.context_decoder
         self.layers = len(model.context_decoder.blocks)
 
-    def forward(self, tokens: Tensor, *caches: Tensor):
+    def forward(self, tokens: Tensor, text_position: Tensor, chunks_seen: Tensor, *caches: Tensor):
         past, cross = caches[: 2 * self.layers], caches[2 * self.layers :]
-        logits, present = self.decoder(tokens, _pairs(cross), _pairs(past))
+        logits, present = self.decoder.step(tokens, text_position, _pairs(past), _pairs(cross), chunks_seen)
         return (logits, *_flat(present))
 
 
@@ -149,87 +145,39 @@ class ContextDecoderGraph(nn.Module):
 
 
 def build_components(model: MirasolModel) -> list[Component]:
-    """The six graphs of docs/bundle.md, in the order a chunk and a question run through them."""
-    cfg: ModelConfig = model.cfg
-    spec = cfg.chunk
-    d, h, m = cfg.d_model, cfg.n_heads, cfg.combiner.latents
-    hd, f32 = d // h, "float32"
-    na, nv = cfg.audio_tokens, _video_tokens(model)
-    batch = (1, MAX_BATCH)
-    tokens_a = TensorSpec(f32, ("batch", na, d))
-    tokens_v = TensorSpec(f32, ("batch", nv, d))
-
-    def cache(length: str) -> TensorSpec:
-        return TensorSpec(f32, ("batch", h, length, hd))
-
+    """The six graphs of the contract, in the order a chunk and a question run through them."""
+    cfg = model.cfg
+    dims = Dims.from_config(cfg.to_dict(), _video_tokens(model))
+    specs = graph_specs(dims)
+    m, t = dims.latents, dims.text_len
+    batch = {"batch": (1, MAX_BATCH)}
     per_batch = [{"batch": 1}, {"batch": 3}]
-    components = [
-        Component(
-            "audio_extractor", AudioExtractorGraph(model),
-            {"waveform": TensorSpec(f32, ("batch", spec.samples_per_chunk), "waveform")},
-            {"audio_tokens": tokens_a},
-            trace={"batch": 2}, checks=per_batch, dim_ranges={"batch": batch},
-        ),
-        Component(
-            "video_extractor", VideoExtractorGraph(model),
-            {"frames": TensorSpec("uint8", ("batch", spec.frames_per_chunk, spec.frame_size, spec.frame_size, 3), "pixels")},
-            {"video_tokens": tokens_v},
-            trace={"batch": 2}, checks=per_batch, dim_ranges={"batch": batch},
-        ),
-    ]
-    combiner_in = {"audio_tokens": tokens_a, "video_tokens": tokens_v}
-    combiner_out = {"latents": TensorSpec(f32, ("batch", m, d))}
-    if model.combiner.has_memory:
-        combiner_in["memory"] = combiner_out["memory_out"] = TensorSpec(f32, ("batch", cfg.combiner.memory, d))
-    components.append(
-        Component("combiner", CombinerGraph(model), combiner_in, combiner_out,
-                  trace={"batch": 2}, checks=per_batch, dim_ranges={"batch": batch})
-    )
-
-    lt, lc = cfg.temporal_layers, cfg.context_layers
-    several = min(5, cfg.temporal_window)  # chunks in a well-filled cache, within the window
-    components.append(
-        Component(
-            "temporal_decoder", TemporalDecoderGraph(model),
-            {"latents": TensorSpec(f32, ("batch", m, d)), "chunk_position": TensorSpec("int64", (), "position"),
-             **{n: cache("past_len") for n in cache_names("past", lt)}},
-            {"features": TensorSpec(f32, ("batch", m, d)), **{n: cache(f"past_len + {m}") for n in cache_names("present", lt)}},
-            # past_len and chunk_position differ: a windowed stream's cache starts after chunk 0
-            trace={"batch": 2, "past_len": 2 * m, "chunk_position": 3},
-            checks=[{"batch": 1, "past_len": 0, "chunk_position": 0},
-                    {"batch": 3, "past_len": m, "chunk_position": 1},
-                    {"batch": 1, "past_len": several * m, "chunk_position": several + 4}],
-            dim_ranges={"batch": batch, "past_len": (0, MAX_CACHE)},
-        )
-    )
-    components.append(
-        Component(
-            "context_cross_kv", ContextCrossKVGraph(model),
-            {"features": TensorSpec(f32, ("batch", "cross_len", d))},
-            {n: cache("cross_len") for n in cache_names("cross", lc)},
-            trace={"batch": 2, "cross_len": 2 * m},
-            checks=[{"batch": 1, "cross_len": m}, {"batch": 3, "cross_len": several * m}],
-            dim_ranges={"batch": batch, "cross_len": (1, MAX_CACHE)},
-        )
-    )
-    t = cfg.max_text_len
+    rings = {**batch, "cache_len": (m, m * MAX_WINDOW)}
+    wrappers = {
+        "audio_extractor": AudioExtractorGraph, "video_extractor": VideoExtractorGraph, "combiner": CombinerGraph,
+        "temporal_decoder": TemporalDecoderGraph, "context_cross_kv": ContextCrossKVGraph, "context_decoder": ContextDecoderGraph,
+    }
+    # Rings of 3 chunk slots when tracing; validated with 1, 2 and 5 (streams at random positions, some past the ring).
+    ring_checks = [{"batch": 1, "cache_len": m}, {"batch": 3, "cache_len": 2 * m}, {"batch": 2, "cache_len": 5 * m}]
     prompt = min(7, t - 1)
-    components.append(
-        Component(
-            "context_decoder", ContextDecoderGraph(model),
-            {"tokens": TensorSpec("int64", ("batch", "text_len"), "tokens"),
-             **{n: cache("past_len") for n in cache_names("past", lc)},
-             **{n: cache("cross_len") for n in cache_names("cross", lc)}},
-            {"logits": TensorSpec(f32, ("batch", "text_len", cfg.vocab_size)),
-             **{n: cache("past_len + text_len") for n in cache_names("present", lc)}},
-            trace={"batch": 2, "text_len": 3, "past_len": 5, "cross_len": 2 * m},
-            checks=[{"batch": 1, "text_len": prompt, "past_len": 0, "cross_len": m},  # prefill
-                    {"batch": 3, "text_len": 1, "past_len": 1, "cross_len": several * m},
-                    {"batch": 1, "text_len": 1, "past_len": t - 2, "cross_len": 3 * m}],  # last position
-            dim_ranges={"batch": batch, "text_len": (1, t), "past_len": (0, t - 1), "cross_len": (1, MAX_CACHE)},
-            vocab_size=cfg.vocab_size,
-        )
-    )
+    plan = {
+        "audio_extractor": ({"batch": 2}, per_batch, batch),
+        "video_extractor": ({"batch": 2}, per_batch, batch),
+        "combiner": ({"batch": 2}, per_batch, batch),
+        "temporal_decoder": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
+        "context_cross_kv": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
+        "context_decoder": (
+            {"batch": 2, "cache_len": 3 * m, "text_len": 3},
+            [{"batch": 1, "cache_len": m, "text_len": prompt},  # a prefill
+             {"batch": 3, "cache_len": 5 * m, "text_len": 1},  # decoding one token
+             {"batch": 2, "cache_len": 2 * m, "text_len": 2}],
+            {**rings, "text_len": (1, t)},
+        ),
+    }
+    components = []
+    for name, spec in specs.items():
+        trace, checks, ranges = plan[name]
+        components.append(Component(spec, wrappers[name](model), trace, checks, ranges, dims))
     for c in components:
         c.module.eval()
     return components
@@ -244,15 +192,20 @@ def _video_tokens(model: MirasolModel) -> int:
         return model.video_extractor(frames).shape[1]
 
 
-def _draw(spec: TensorSpec, dims: dict[str, int], rng: np.random.Generator, vocab: int) -> np.ndarray:
-    shape = tuple(dims[s] if isinstance(s, str) else s for s in spec.shape)
-    if spec.sample == "position":
-        return np.array(dims["chunk_position"], dtype=np.int64)
-    if spec.sample == "pixels":
+def _draw(name: str, spec: TensorSpec, values: dict[str, int], rng: np.random.Generator, dims: Dims) -> np.ndarray:
+    shape = tuple(values[s] if isinstance(s, str) else s for s in spec.shape)
+    slots = values.get("cache_len", dims.latents) // dims.latents
+    if name == "chunk_position":  # streams at different positions, some past the end of the ring
+        return rng.integers(0, 3 * slots, shape, dtype=np.int64)
+    if name == "chunks_seen":  # some rings still filling, some full
+        return rng.integers(1, 2 * slots + 1, shape, dtype=np.int64)
+    if name == "text_position":  # where each row's tokens start, all within the text context
+        return rng.integers(0, dims.text_len - values["text_len"] + 1, shape, dtype=np.int64)
+    if name == "frames":
         return rng.integers(0, 256, shape, dtype=np.uint8)
-    if spec.sample == "tokens":
-        return rng.integers(0, vocab, shape, dtype=np.int64)
-    if spec.sample == "waveform":  # a loud tone over noise: a spectrum with a large dynamic range
+    if name == "tokens":
+        return rng.integers(0, dims.vocab, shape, dtype=np.int64)
+    if name == "waveform":  # a loud tone over noise: a spectrum with a large dynamic range
         t = np.arange(shape[-1]) / 16_000
         freq, phase = rng.uniform(100, 4000, (*shape[:-1], 1)), rng.uniform(0, 2 * np.pi, (*shape[:-1], 1))
         noise = rng.uniform(-1, 1, shape) * 10 ** rng.uniform(-3, -0.5, (*shape[:-1], 1))
@@ -270,7 +223,11 @@ def export_component(component: Component, path: Path, opset: int, metadata: dic
     import onnx_ir as ir
     from torch.export import Dim
 
-    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in component.dim_ranges.items()}
+    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in component.dim_ranges.items() if name != "cache_len"}
+    if "cache_len" in component.dim_ranges:  # whole chunk slots: cache_len = m * window
+        m = component.dims.latents
+        lo, hi = component.dim_ranges["cache_len"]
+        dims["cache_len"] = m * Dim("window", min=lo // m, max=hi // m)
     example = component.sample(component.trace, np.random.default_rng(1234))
     args = tuple(torch.from_numpy(example[n]) for n in component.inputs)
     shapes = [{axis: dims[s] for axis, s in enumerate(spec.shape) if isinstance(s, str)} or None

@@ -63,7 +63,9 @@ def validate_component(component: Component, path: Path, precision: str, seed: i
         onnx.checker.check_model(str(path))  # the path form also works past protobuf's 2 GB
     except onnx.checker.ValidationError as e:
         raise ValidationError(f"{component.name}: {path.name} is not a valid ONNX model: {str(e).splitlines()[0]}") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from mirasol_edge.runtime.session import session_options
+
+    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     _check_signature(component, session)
     rng = np.random.default_rng(seed)
     worst: dict[str, OutputCheck] = {}

@@ -81,7 +81,7 @@ def info(
     for name, n in counts.items():
         if name == "total":
             continue
-        f = flops[name] if name != "context_decoder" else flops["cross_kv"]
+        f = flops[name] if name != "context_decoder" else flops["context_cross_kv"]
         typer.echo(f"{name:<18}{n:>16,}{f / 1e9:>15.3f}")
     typer.echo(f"{'total':<18}{counts['total']:>16,}{flops['chunk_total'] / 1e9:>15.3f}")
     typer.echo(f"\nparameters: {counts['total'] / 1e9:.3f} B")

@@ -20,14 +20,21 @@ def bench(
     provider: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int = typer.Option(0, help="ONNX Runtime intra-op threads (0: all cores)."),
     torch_checkpoint: Optional[Path] = typer.Option(None, "--torch", help="Also run this checkpoint in PyTorch eager."),
+    compile: bool = typer.Option(False, "--compile", help="Also run the checkpoint under torch.compile (compile time reported apart)."),
+    streams: int = typer.Option(32, "--streams", help="Streams (and questions) stepped together, against the same one at a time."),
+    source: Optional[Path] = typer.Option(None, "--source", help="A real media file: decode + every model stage end to end."),
+    skip_nonref: bool = typer.Option(False, "--skip-nonref", help="With --source: skip decoding non-reference frames."),
+    shared_threads: bool = typer.Option(False, "--shared-threads", help="ONNX Runtime engines use one process-wide thread pool."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (per-chunk series included) as JSON."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: latency per stage against chunk index."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
-    """Benchmark stages per chunk (decode, extractors, combiner, temporal step, cross K/V) and tokens."""
+    """Benchmark stages per chunk (decode, extractors, combiner, temporal step, cross K/V), tokens, and batched streams."""
     from mirasol_edge.benchmarks.bench import format_table, plot, run
 
-    report = run(bundles, torch_checkpoint, chunks=chunks, tokens=tokens, provider=provider, threads=threads, progress=not quiet)
+    report = run(bundles, torch_checkpoint, chunks=chunks, tokens=tokens, provider=provider, threads=threads,
+                 progress=not quiet, compile=compile, streams=streams, source=source, skip_nonref=skip_nonref,
+                 thread_pool="shared" if shared_threads else "per_session")
     typer.echo(format_table(report))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,13 @@ _TOP_K = typer.Option(0, "--top-k", help="Sample among the k most likely tokens 
 _TOP_P = typer.Option(1.0, "--top-p", help="Sample among the fewest tokens whose probabilities sum to p.")
 _SEED = typer.Option(None, "--seed", help="Seed of the sampling.")
 _THREADS = typer.Option(0, "--threads", help="Threads per graph run (0: all cores).")
-_WINDOW = typer.Option(None, "--window", help="Chunks the stream remembers; default: the bundle's temporal window.")
+_WINDOW = typer.Option(None, "--window", help="Chunks the stream's caches hold; default: the bundle's temporal window.")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
+_SHARED = typer.Option(False, "--shared-threads", help="One ONNX Runtime thread pool for all the graphs "
+                       "(process-wide; faster on few cores, BENCHMARKS.md) instead of one pool per graph.")
+_SKIP_NONREF = typer.Option(False, "--skip-nonref", help="Decode faster: skip frames that no sampled instant shows and "
+                            "nothing references (the same chunks on constant-frame-rate files; on variable frame rate a sampled "
+                            "instant may show a neighbouring frame).")
 
 
 @app.command()
@@ -44,24 +49,28 @@ def ask(
     seed: Optional[int] = _SEED,
     threads: int = _THREADS,
     window: Optional[int] = _WINDOW,
+    skip_nonref: bool = _SKIP_NONREF,
+    shared_threads: bool = _SHARED,
 ):
     """Answer questions about a whole clip, run through a bundle with ONNX Runtime."""
-    runtime = _runtime(bundle, question, provider, threads, window)
+    runtime = _runtime(bundle, question, provider, threads, window, shared_threads)
     stream = runtime.create_stream()
     with _plain_warnings():
         start = time.perf_counter()
-        chunks = stream.push_source(source)
+        chunks = stream.push_source(source, skip_nonref)
         push_seconds = time.perf_counter() - start
-    answers = []
-    for q in question:
-        start = time.perf_counter()
-        text = stream.ask(q, max_new_tokens, temperature, top_k, top_p, seed)
-        answers.append({"question": q, "answer": text, "seconds": round(time.perf_counter() - start, 4)})
+    from mirasol_edge.runtime.generation import GenerationOptions
+
+    start = time.perf_counter()  # every question in one batched prefill and lockstep decoding
+    texts = runtime.ask_streams([(stream, q) for q in question],
+                                GenerationOptions(max_new_tokens, temperature, top_k, top_p, seed))
+    answer_seconds = round(time.perf_counter() - start, 4)
+    answers = [{"question": q, "answer": text} for q, text in zip(question, texts)]
     if json_out:
         typer.echo(json.dumps({
             "bundle": str(bundle), "source": source, "provider": provider, "chunks": chunks,
             "media_seconds": chunks * runtime.chunk.chunk_seconds, "push_seconds": round(push_seconds, 4),
-            "answers": answers,
+            "answer_seconds": answer_seconds, "answers": answers,
         }, ensure_ascii=False))
         return
     typer.echo(f"{source}: {chunks} chunks ({chunks * runtime.chunk.chunk_seconds:g} s) in {push_seconds * 1000:.0f} ms")
@@ -85,11 +94,13 @@ def stream(
     seed: Optional[int] = _SEED,
     threads: int = _THREADS,
     window: Optional[int] = _WINDOW,
+    skip_nonref: bool = _SKIP_NONREF,
+    shared_threads: bool = _SHARED,
 ):
     """Answer questions as the chunks of a source arrive, with each chunk's latency."""
     if every < 1:
         raise ValueError(f"--every must be at least 1 chunk, got {every}.")
-    runtime = _runtime(bundle, question, provider, threads, window)
+    runtime = _runtime(bundle, question, provider, threads, window, shared_threads)
     s = runtime.create_stream()
     seconds = runtime.chunk.chunk_seconds
 
@@ -111,7 +122,7 @@ def stream(
                 typer.echo(f"  ({ms:.1f} ms)")
 
     with _plain_warnings():
-        chunks = s.push_chunks(source)
+        chunks = s.push_chunks(source, skip_nonref)
         last_answered = 0
         while True:
             start = time.perf_counter()
@@ -130,14 +141,15 @@ def stream(
             answer_all(s.chunks)
 
 
-def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, window: Optional[int]):
+def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, window: Optional[int], shared_threads: bool):
     """Check the questions, load the bundle, and check the questions fit its text context."""
     from mirasol_edge.runtime.generation import check_question, prompt_ids
     from mirasol_edge.runtime.session import Runtime
 
     for q in questions:
         check_question(q)  # non-UTF-8 argv bytes: before anything is loaded
-    runtime = Runtime.load(bundle, provider=provider, intra_op_threads=threads, temporal_window=window)
+    runtime = Runtime.load(bundle, provider=provider, intra_op_threads=threads, temporal_window=window,
+                           thread_pool="shared" if shared_threads else "per_session")
     for q in questions:
         prompt_ids(q, runtime.bundle.max_text_len)
     return runtime

@@ -114,6 +114,7 @@ def eval_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by mirasol-edge train, or a bundle directory (runs it through the ONNX runtime)."),
     manifest: Path = typer.Argument(..., help="Manifest (.jsonl) of the held-out clips and questions."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores (overall, per family, per template) as JSON here."),
+    predictions_out: Optional[Path] = typer.Option(None, "--predictions", help="Also write every answer here, one JSON line per question."),
     baseline_manifest: Optional[Path] = typer.Option(
         None, "--baseline-manifest", help="Train manifest the question-only baseline learns from "
         "(default for synthetic data: the questions of 2000 generated clips)."),
@@ -132,16 +133,24 @@ def eval_command(
     if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime
         from mirasol_edge.evaluate_runtime import evaluate_bundle
 
-        summary, _ = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer())
+        summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer())
     else:
         model, _ = load_checkpoint(checkpoint)
-        summary, _ = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())
+        summary, predictions = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())
     summary["checkpoint"], summary["manifest"] = str(checkpoint), str(manifest)
     typer.echo(format_table(summary))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(summary, indent=2) + "\n")
         typer.echo(f"wrote {json_out}")
+    if predictions_out:
+        from dataclasses import asdict
+
+        predictions_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(predictions_out, "w", encoding="utf-8") as f:
+            for p in sorted(predictions, key=lambda p: (p.clip, p.question)):
+                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+        typer.echo(f"wrote {predictions_out}")
 
 
 DEMO_TRAIN_SEED, DEMO_HELD_OUT_SEED = 1, 7  # training clips and the held-out .mp4 clips never share a seed

@@ -9,28 +9,55 @@ from mirasol_edge.data.manifest import ManifestRow
 from mirasol_edge.evaluate import Prediction, baseline_for, manifest_clips, summarize
 
 
+STREAMS = 32  # clips streamed together: one push_streams per chunk step, one ask_streams per few finished clips
+
+
 def evaluate_bundle(
     bundle,
     rows: Sequence[ManifestRow],
     baseline_rows: Sequence | None = None,
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    streams: int = STREAMS,
 ) -> tuple[dict, list[Prediction]]:
     """Stream every video of the manifest chunk by chunk through the bundle and ask its questions
-    greedily; returns (summary, predictions) like evaluate.evaluate_manifest."""
+    greedily; returns (summary, predictions) like evaluate.evaluate_manifest.
+
+    Up to `streams` clips are stepped together (a clip joins as another one ends), and the questions
+    of finished clips are answered together: the answers are those of one clip at a time.
+    """
     from mirasol_edge.runtime.session import Runtime
 
     if not rows:
         raise ValueError("the manifest has no rows to evaluate.")
+    if streams < 1:
+        raise ValueError(f"streams must be at least 1, got {streams}.")
     runtime = Runtime.load(bundle)
     predictions: list[Prediction] = []
     total = len({r.video for r in rows})
-    for i, (name, frames, waveform, questions) in enumerate(manifest_clips(rows, runtime.chunk, workers)):
-        stream = runtime.create_stream()
-        for k in range(len(frames)):  # (K, F, H, W, 3), (K, S): one chunk at a time, as a live source
-            stream.push(frames[k], waveform[k])
-        for q in questions:
-            predictions.append(Prediction(name, q.question, q.answer, stream.ask(q.question), q.family, q.template))
-        if progress:
-            progress(i + 1, total)
+    clips = manifest_clips(rows, runtime.chunk, workers)
+    active: list = []  # (clip, stream)
+    finished: list = []
+    more = True
+    while more or active:
+        while more and len(active) < streams:  # clips join as others end
+            clip = next(clips, None)
+            if clip is None:
+                more = False
+            else:
+                active.append((clip, runtime.create_stream()))
+        if active:
+            # (K, F, H, W, 3), (K, S): the next chunk of every active clip, as live sources
+            runtime.push_streams([s for _, s in active], [(c[1][s.chunks], c[2][s.chunks]) for c, s in active])
+            finished += [(c, s) for c, s in active if s.chunks == len(c[1])]
+            active = [(c, s) for c, s in active if s.chunks < len(c[1])]
+        if finished and (len(finished) >= streams // 4 or not (more or active)):
+            requests = [(s, q.question) for c, s in finished for q in c[3]]
+            answers = iter(runtime.ask_streams(requests))
+            for (name, _, _, questions), _ in finished:
+                for q in questions:
+                    predictions.append(Prediction(name, q.question, q.answer, next(answers), q.family, q.template))
+            if progress:
+                progress(len({p.clip for p in predictions}), total)
+            finished = []
     return summarize(predictions, baseline_for(rows, runtime.chunk, baseline_rows)), predictions

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
 
-COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder")
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder")  # the modules that own parameters
 
 
 def build_meta(cfg: ModelConfig) -> MirasolModel:
@@ -26,8 +26,9 @@ def parameter_counts(model: MirasolModel) -> dict[str, int]:
 
 
 def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int]:
-    """FLOPs (2 per multiply-add) of each stage for one chunk of one stream, the stream holding a full
-    temporal window; and of one generated token attending to that window. Counted by torch's
+    """FLOPs (2 per multiply-add) of each chunk stage (by its graph's name, runtime/contract.py) for one
+    chunk of one stream, the stream holding a full temporal window; and of one generated token
+    ("context_token") attending to that window. Counted by torch's
     FlopCounterMode (matmuls, convolutions, attention) on meta tensors, so nothing is computed."""
     cfg = model.cfg
     spec, m, d, h = cfg.chunk, cfg.combiner.latents, cfg.d_model, cfg.n_heads
@@ -48,10 +49,12 @@ def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int
         video = count("video_extractor", model.video_extractor, frames)
         memory = model.combiner.initial_memory(1) if model.combiner.has_memory else None
         latents, _ = count("combiner", model.combiner, audio, video, memory)
-        features, _ = count("temporal_decoder", model.temporal_decoder, latents, 0, [(kv, kv)] * cfg.temporal_layers)
-        count("cross_kv", model.context_decoder.cross_keys_values, features)
+        chunk = torch.zeros(1, dtype=torch.long)
+        features, _ = count("temporal_decoder", model.temporal_decoder.step, latents, chunk, [(kv, kv)] * cfg.temporal_layers)
+        count("context_cross_kv", model.context_decoder.write_cross, features, chunk, [(kv, kv)] * cfg.context_layers)
         token = torch.zeros(1, 1, dtype=torch.long)
-        self_kv = torch.zeros(1, h, text_tokens, d // h)
-        count("context_token", model.context_decoder, token, [(kv, kv)] * cfg.context_layers, [(self_kv, self_kv)] * cfg.context_layers)
+        self_kv = torch.zeros(1, h, cfg.max_text_len, d // h)
+        count("context_token", model.context_decoder.step, token, torch.full((1,), text_tokens), [(self_kv, self_kv)] * cfg.context_layers,
+              [(kv, kv)] * cfg.context_layers, torch.full((1,), cfg.temporal_window))
     stages["chunk_total"] = sum(v for k, v in stages.items() if k != "context_token")
     return stages

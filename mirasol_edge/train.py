@@ -122,7 +122,7 @@ def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tenso
     clip = batch["question_clip"]
     cross = [(key[clip], value[clip]) for key, value in model.context_decoder.cross_keys_values(features)]  # (B, h, K*m, hd)
     cross_mask = batch["chunk_mask"].repeat_interleave(m, dim=1)[clip][:, None, None, :]  # (B, 1, 1, K*m)
-    logits, _ = model.context_decoder(batch["tokens"], cross, cross_mask=cross_mask)
+    logits = model.context_decoder(batch["tokens"], cross, cross_mask=cross_mask)
     if counts is None:
         counts = loss_counts(batch)
     answer_sum = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")

@@ -10,6 +10,7 @@ _LAZY = {
     "RuntimeOptions": "session",
     "Stream": "stream",
     "StreamState": "engine",
+    "Dims": "contract",
     "Bundle": "bundle",
     "BundleError": "bundle",
     "load_bundle": "bundle",

@@ -13,18 +13,9 @@ from pathlib import Path
 
 from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.chunking import ChunkSpec
+from mirasol_edge.runtime.contract import COMPONENTS, FORMAT
 
-FORMAT = "mirasol-edge-bundle/1"
 MANIFEST = "manifest.json"
-# The graphs of a bundle, in the order a chunk and a question run through them.
-COMPONENTS = (
-    "audio_extractor",
-    "video_extractor",
-    "combiner",
-    "temporal_decoder",
-    "context_cross_kv",
-    "context_decoder",
-)
 _HASH_BLOCK = 1 << 20  # hash in 1 MiB reads: large bundles never sit whole in memory
 
 
@@ -129,6 +120,11 @@ def read_manifest(file: Path) -> dict:
     if not isinstance(manifest, dict):
         raise BundleError(f"bundle manifest {file} is not a JSON object; re-export the bundle.")
     version = manifest.get("format")
+    if version == "mirasol-edge-bundle/1":
+        raise BundleError(
+            f"bundle {file.parent} was exported by an older mirasol-edge (format 1: caches that grow every step); "
+            f"re-export it from its checkpoint: mirasol-edge export CHECKPOINT {file.parent} --force."
+        )
     if version != FORMAT:
         raise BundleError(
             f"bundle manifest {file} has format {version!r}, but this runtime reads {FORMAT!r} only; "

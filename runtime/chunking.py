@@ -82,6 +82,31 @@ def validate_clip(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> 
         )
 
 
+def check_chunk(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> None:
+    """ValueError, in one sentence, unless frames is (F, H, W, 3) uint8 and waveform (S,) float32: one chunk."""
+    f, s, hw = spec.frames_per_chunk, spec.samples_per_chunk, spec.frame_size
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise ValueError(
+            f"video frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames).__name__)}; "
+            f"convert with frames.astype(np.uint8)."
+        )
+    if frames.shape != (f, hw, hw, 3):
+        raise ValueError(
+            f"a chunk's frames must have shape ({f}, {hw}, {hw}, 3) ({spec.chunk_seconds:g} s at {spec.fps} fps, "
+            f"{hw}x{hw} RGB), got {frames.shape}; decode with runtime.media or cut with runtime.chunking."
+        )
+    if not isinstance(waveform, np.ndarray) or waveform.dtype != np.float32:
+        raise ValueError(
+            f"audio must be a float32 numpy array of samples in [-1, 1], got "
+            f"{getattr(waveform, 'dtype', type(waveform).__name__)}."
+        )
+    if waveform.shape != (s,):
+        raise ValueError(
+            f"a chunk's audio must have shape ({s},) ({spec.chunk_seconds:g} s of {spec.sample_rate} Hz mono), "
+            f"got {waveform.shape}."
+        )
+
+
 def chunk_clip(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> tuple[np.ndarray, np.ndarray]:
     """Cut a clip into aligned chunks.
 

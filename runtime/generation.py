@@ -1,8 +1,10 @@
-"""Text generation from a stream's cross cache: prefill, then one token at a time.
+"""Text generation for N questions at once: one batched prefill, then lockstep decoding.
 
-Greedy decoding (temperature 0) mirrors `MirasolModel.generate` for batch 1: the prompt
-[bos] question [sep] in one step with empty self caches, then argmax tokens until eos or the
-text context is full. With a temperature, tokens are sampled (top-k, then top-p), seeded.
+Greedy decoding (temperature 0) mirrors `MirasolModel.generate`: each prompt [bos] question [sep]
+in one step from an empty self cache (`prefill`), then one token per question per step
+(`decode_one_token`) until eos or the text context is full. Questions that are done drop out of
+the batch once half of it is done (until then they ride along, their tokens ignored). With a
+temperature, tokens are sampled (top-k, then top-p), seeded per question.
 """
 
 from __future__ import annotations
@@ -89,20 +91,39 @@ def choose_token(logits: np.ndarray, options: GenerationOptions, rng: np.random.
     return int(rng.choice(len(probs), p=probs))
 
 
-def generate_ids(engine, cross: tuple, prompt: list[int], max_new_tokens: int, max_text_len: int,
-                 options: GenerationOptions) -> Iterator[int]:
-    """Yield answer token ids as they are chosen; eos (when reached) is the last one yielded."""
-    n = min(max_new_tokens, max_text_len - len(prompt))  # the position table ends at max_text_len
-    if n <= 0:
+def generate(engine, states, prompts: list[list[int]], options: list[GenerationOptions], max_text_len: int,
+             stop_at_eos: bool = True) -> Iterator[list[tuple[int, int]]]:
+    """Yield, at each step, (request index, token id) for every question still being answered.
+
+    states[i]: the stream state question i is about (a chunk pushed); prompts[i]: its prompt ids;
+    options[i]: its options, max_new_tokens resolved. A question ends at eos (yielded, the last of
+    its tokens) or at its token budget; stop_at_eos=False generates every budget in full (benchmarks).
+    """
+    budget = np.array([min(o.max_new_tokens, max_text_len - len(p)) for o, p in zip(options, prompts)])  # the position table ends at max_text_len
+    rows = np.flatnonzero(budget > 0)  # the batch's rows, as request indices
+    if not len(rows):
         return
-    rng = np.random.default_rng(options.seed) if options.temperature > 0 else None
-    logits, past = engine.decode(cross, prompt, engine.empty_self_cache())
-    for i in range(n):
-        token = choose_token(logits, options, rng)
-        yield token
-        if token == tokenizer.EOS or i == n - 1:
+    rngs = [np.random.default_rng(o.seed) if o.temperature > 0 else None for o in options]
+    greedy = all(o.temperature == 0 for o in options)
+    logits, text = engine.prefill([states[i] for i in rows], [prompts[i] for i in rows])
+    live = np.ones(len(rows), bool)  # rows still answering
+    made = np.zeros(len(options), int)
+    while True:
+        if greedy:
+            tokens = np.argmax(logits, axis=1)
+        else:
+            tokens = np.array([choose_token(logits[j], options[i], rngs[i]) for j, i in enumerate(rows)])
+        yield [(int(i), int(t)) for i, t, on in zip(rows, tokens, live) if on]
+        made[rows[live]] += 1
+        live &= made[rows] < budget[rows]
+        if stop_at_eos:
+            live &= tokens != tokenizer.EOS
+        if not live.any():
             return
-        logits, past = engine.decode(cross, [token], past)
+        if live.sum() <= len(rows) // 2:  # compact: the rows that are done stop costing compute
+            keep = np.flatnonzero(live)
+            text, rows, tokens, live = engine.select(text, keep), rows[keep], tokens[keep], live[keep]
+        logits, text = engine.decode_one_token(text, tokens.astype(np.int64))
 
 
 def text_pieces(ids: Iterator[int]) -> Iterator[str]:

@@ -14,7 +14,7 @@ def test_bench_runs_torch_and_ort_side_by_side_and_writes_json_and_plot(tmp_path
     model, bundle = trained()
     save_checkpoint(tmp_path / "tiny.pt", model)
     result = CliRunner().invoke(app, [
-        "bench", str(bundle), "--torch", str(tmp_path / "tiny.pt"), "--chunks", "4", "--tokens", "4", "--quiet",
+        "bench", str(bundle), "--torch", str(tmp_path / "tiny.pt"), "--chunks", "4", "--tokens", "4", "--streams", "3", "--quiet",
         "--json", str(tmp_path / "bench.json"), "--plot", str(tmp_path / "bench.png"),
     ])
     assert result.exit_code == 0, result.output
@@ -23,6 +23,11 @@ def test_bench_runs_torch_and_ort_side_by_side_and_writes_json_and_plot(tmp_path
     assert all(len(e["per_chunk_ms"]) == 4 for e in report["engines"])
     assert len(report["decode"]["per_chunk_ms"]) == 4
     assert "ort-fp32 vs torch-eager" in result.output
+    summary = report["summary"]
+    for key in ("ort_vs_eager_chunk", "ort_vs_eager_token", "batched_vs_one_by_one_chunk", "batched_vs_one_by_one_token",
+                "rtf_model", "state_bytes_per_stream", "realtime_streams_model"):
+        assert summary[key] > 0, key
+    assert summary["streams"] == 3 and summary["ort_vs_compile_chunk"] is None and summary["rtf_end_to_end"] is None
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 

@@ -57,14 +57,15 @@ def test_graphs_follow_the_contract_and_carry_their_metadata(exported):
     cfg, m, h = model.cfg, model.cfg.combiner.latents, model.cfg.n_heads
     s = sessions(bundle)
     temporal = {i.name: i for i in s["temporal_decoder"].get_inputs()}
-    assert temporal["chunk_position"].type == "tensor(int64)" and temporal["chunk_position"].shape == []
-    assert temporal["past_key.0"].shape == ["batch", h, "past_len", cfg.d_model // h]
+    assert temporal["chunk_position"].type == "tensor(int64)" and temporal["chunk_position"].shape == ["batch"]
+    assert temporal["past_key.0"].shape == ["batch", h, "cache_len", cfg.d_model // h]
     present = {o.name: o.shape for o in s["temporal_decoder"].get_outputs()}
-    assert present["present_value.0"][2] == f"past_len + {m}"
+    assert present["present_value.0"] == temporal["past_value.0"].shape  # fixed-size: what comes out goes back in
     frames = s["video_extractor"].get_inputs()[0]
     assert (frames.name, frames.type) == ("frames", "tensor(uint8)")
-    context = [i.name for i in s["context_decoder"].get_inputs()]
-    assert context == ["tokens", "past_key.0", "past_value.0", "cross_key.0", "cross_value.0"]
+    context = {i.name: i.shape for i in s["context_decoder"].get_inputs()}
+    assert list(context) == ["tokens", "text_position", "chunks_seen", "past_key.0", "past_value.0", "cross_key.0", "cross_value.0"]
+    assert context["past_key.0"] == ["batch", h, cfg.max_text_len, cfg.d_model // h]
     props = {p.key: p.value for p in onnx.load(str(bundle / "combiner.onnx")).metadata_props}
     assert props["format"] == FORMAT and props["component"] == "combiner"
     assert json.loads(props["config"]) == cfg.to_dict()
@@ -86,11 +87,11 @@ def test_onnx_runtime_agrees_with_the_onnx_reference_evaluator(exported):
             assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max()), f"{component.name}.{name}"
 
 
-# -- a whole clip through ONNX Runtime, the way docs/bundle.md streams it --------------------------
+# -- a whole clip through ONNX Runtime, the way docs/bundle.md streams it (sessions by hand) ---------
 
 
-def ort_push(s, state, waveform, frames, latents_per_chunk):
-    """One chunk: state (chunks, temporal cache, cross cache, memory) -> (features, next state)."""
+def ort_push(s, state, waveform, frames):
+    """One chunk: state (chunks, temporal cache, cross cache, memory), caches by input name -> (features, next state)."""
     chunks, temporal, cross, memory = state
     audio = s["audio_extractor"].run(None, {"waveform": waveform[None]})[0]
     video = s["video_extractor"].run(None, {"frames": frames[None]})[0]
@@ -98,31 +99,31 @@ def ort_push(s, state, waveform, frames, latents_per_chunk):
     if memory is not None:
         feeds["memory"] = memory
     out = dict(zip([o.name for o in s["combiner"].get_outputs()], s["combiner"].run(None, feeds)))
-    feeds = {"latents": out["latents"], "chunk_position": np.array(chunks, np.int64)}
-    feeds.update({f"past_{kind}.{i}": t for i, kv in enumerate(temporal) for kind, t in zip(("key", "value"), kv)})
-    result = s["temporal_decoder"].run(None, feeds)
-    features, present = result[0], result[1:]
-    new_cross = s["context_cross_kv"].run(None, {"features": features})
-    keep = WINDOW * latents_per_chunk
-    temporal = [(present[2 * i][:, :, -keep:], present[2 * i + 1][:, :, -keep:]) for i in range(len(present) // 2)]
-    cross = [(np.concatenate([k, new_cross[2 * i]], 2)[:, :, -keep:], np.concatenate([v, new_cross[2 * i + 1]], 2)[:, :, -keep:])
-             for i, (k, v) in enumerate(cross)]
-    return features, (chunks + 1, temporal, cross, out.get("memory_out"))
+    position = np.array([chunks], np.int64)
+    names = [o.name for o in s["temporal_decoder"].get_outputs()]
+    result = dict(zip(names, s["temporal_decoder"].run(None, {"latents": out["latents"], "chunk_position": position, **temporal})))
+    temporal = {n.replace("present_", "past_"): v for n, v in result.items() if n != "features"}
+    names = [o.name for o in s["context_cross_kv"].get_outputs()]
+    new = s["context_cross_kv"].run(None, {"features": result["features"], "chunk_position": position, **cross})
+    cross = {n.replace("present_", ""): v for n, v in zip(names, new)}
+    return result["features"], (chunks + 1, temporal, cross, out.get("memory_out"))
 
 
-def ort_answer(s, cross, prompt, max_new_tokens, max_text_len):
-    """Greedy decoding: prefill with an empty self cache, then one token at a time."""
-    layers, empty = len(cross), np.zeros((1, *cross[0][0].shape[1:2], 0, cross[0][0].shape[3]), np.float32)
-    past = [(empty, empty)] * layers
-    tokens, out = np.array([prompt], np.int64), []
-    for _ in range(min(max_new_tokens, max_text_len - len(prompt))):
-        feeds = {"tokens": tokens}
-        for i in range(layers):
-            feeds.update({f"past_key.{i}": past[i][0], f"past_value.{i}": past[i][1],
-                          f"cross_key.{i}": cross[i][0], f"cross_value.{i}": cross[i][1]})
-        logits, *present = s["context_decoder"].run(None, feeds)
-        past = [(present[2 * i], present[2 * i + 1]) for i in range(layers)]
-        out.append(int(logits[0, -1].argmax()))
+def ort_answer(s, state, prompt, max_new_tokens, cfg):
+    """Greedy decoding: a prefill from an empty fixed-size self cache, then one token at a time."""
+    chunks, _, cross, _ = state
+    hd = cfg.d_model // cfg.n_heads
+    past = {f"past_{kind}.{i}": np.zeros((1, cfg.n_heads, cfg.max_text_len, hd), np.float32)
+            for i in range(cfg.context_layers) for kind in ("key", "value")}
+    names = [o.name for o in s["context_decoder"].get_outputs()]
+    tokens, position, out = np.array([prompt], np.int64), 0, []
+    for _ in range(min(max_new_tokens, cfg.max_text_len - len(prompt))):
+        feeds = {"tokens": tokens, "text_position": np.array([position], np.int64),
+                 "chunks_seen": np.array([chunks], np.int64), **past, **cross}
+        result = dict(zip(names, s["context_decoder"].run(None, feeds)))
+        past = {n.replace("present_", "past_"): v for n, v in result.items() if n != "logits"}
+        position += tokens.shape[1]
+        out.append(int(result["logits"][0, -1].argmax()))
         if out[-1] == tokenizer.EOS:
             break
         tokens = np.array([[out[-1]]], np.int64)
@@ -131,13 +132,13 @@ def ort_answer(s, cross, prompt, max_new_tokens, max_text_len):
 
 def ort_stream(s, model, waveform, frames):
     cfg = model.cfg
-    h, hd, m = cfg.n_heads, cfg.d_model // cfg.n_heads, cfg.combiner.latents
-    empty = np.zeros((1, h, 0, hd), np.float32)
+    ring = np.zeros((1, cfg.n_heads, WINDOW * cfg.combiner.latents, cfg.d_model // cfg.n_heads), np.float32)
     memory = np.zeros((1, cfg.combiner.memory, cfg.d_model), np.float32) if model.combiner.has_memory else None
-    state = (0, [(empty, empty)] * cfg.temporal_layers, [(empty, empty)] * cfg.context_layers, memory)
-    features = []
+    temporal = {f"past_{kind}.{i}": ring for i in range(cfg.temporal_layers) for kind in ("key", "value")}
+    cross = {f"cross_{kind}.{i}": ring for i in range(cfg.context_layers) for kind in ("key", "value")}
+    state, features = (0, temporal, cross, memory), []
     for k in range(waveform.shape[1]):
-        f, state = ort_push(s, state, waveform[0, k].numpy(), frames[0, k].numpy(), m)
+        f, state = ort_push(s, state, waveform[0, k].numpy(), frames[0, k].numpy())
         features.append(f)
     return np.concatenate(features, axis=1), state
 
@@ -153,14 +154,14 @@ def test_a_clip_streamed_through_onnx_runtime_matches_the_pytorch_whole_clip_for
     assert np.abs(features - whole.numpy()).max() <= 1e-4
 
     if chunks <= WINDOW:  # the cross cache holds every chunk: the whole-clip answer
-        cross = model.context_decoder.cross_keys_values(whole)
-    else:  # trimmed cross cache: the answer of PyTorch streaming
+        expected = model.generate(model.context_decoder.cross_keys_values(whole), prompt, max_new_tokens=12)
+    else:  # the ring has dropped the oldest chunks: the answer of PyTorch streaming
         pt = model.init_stream()
         for k in range(chunks):
             pt = model.push_chunk(pt, waveform[:, k], frames[:, k])
-        cross = pt.cross
-    expected = model.generate(cross, prompt, max_new_tokens=12)[0].tolist()
-    got = ort_answer(sessions(bundle), state[2], prompt[0].tolist(), 12, model.cfg.max_text_len)
+        expected = model.generate(pt.cross, prompt, max_new_tokens=12, chunks=pt.chunks)
+    expected = expected[0].tolist()
+    got = ort_answer(sessions(bundle), state, prompt[0].tolist(), 12, model.cfg)
     assert len(expected) > 0 and got == expected
 
 

@@ -47,8 +47,8 @@ def test_inspect_lists_components_and_checks_every_sha256(bundle):
     out, _ = bundle
     result = runner.invoke(app, ["inspect", str(out)])
     assert result.exit_code == 0, result.output
-    assert "precision fp32, opset 20" in result.output
-    assert "in  chunk_position   int64    []" in result.output
+    assert "precision fp32, opset 23" in result.output
+    assert "in  chunk_position   int64    [batch]" in result.output
     assert "every sha256 matches" in result.output
 
 

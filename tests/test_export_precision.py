@@ -42,7 +42,7 @@ def run_clip(bundle, model, clip):
     waveform, frames, _, expected, prompt = clip
     s = sessions(bundle)
     features, state = ort_stream(s, model, waveform, frames)
-    answer = ort_answer(s, state[2], prompt[0].tolist(), 12, model.cfg.max_text_len)
+    answer = ort_answer(s, state, prompt[0].tolist(), 12, model.cfg)
     return features, answer
 
 

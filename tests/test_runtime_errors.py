@@ -95,7 +95,14 @@ def test_an_unknown_format_version_is_named(copied_bundle, clip_mp4):
     (copied_bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="mirasol-edge-bundle/99"):
         load_bundle(copied_bundle)
-    assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "format", "mirasol-edge-bundle/1")
+    assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "format", "mirasol-edge-bundle/2")
+
+
+def test_a_bundle_of_the_growing_cache_format_is_refused_with_how_to_re_export(copied_bundle, clip_mp4):
+    manifest = json.loads((copied_bundle / "manifest.json").read_text())
+    manifest["format"] = "mirasol-edge-bundle/1"
+    (copied_bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "older mirasol-edge", "mirasol-edge export")
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="CUDA is available here")

@@ -1,10 +1,9 @@
-"""Token choice, text pieces and the device-side cache graphs, on their own (no bundle needed)."""
+"""Token choice, text pieces and lockstep generation, on their own (no bundle needed)."""
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from mirasol_edge.runtime import cache_graphs, tokenizer
+from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.generation import GenerationOptions, choose_token, text_pieces
 
 
@@ -44,24 +43,55 @@ def test_text_pieces_join_to_the_decoded_answer(seed):
     assert pieces[-1] == "é" and "🙂" in pieces  # multi-byte characters arrive whole
 
 
-@pytest.mark.parametrize("elem_type, dtype", [(1, np.float32), (10, np.float16)])
-def test_cache_graphs_cut_and_append_like_numpy(elem_type, dtype):
-    rng = np.random.default_rng(0)
-    keep = 6
-    append = ort.InferenceSession(cache_graphs.append_keep_last(elem_type, 2, keep), providers=["CPUExecutionProvider"])
-    cut = ort.InferenceSession(cache_graphs.keep_last(elem_type, 2, keep), providers=["CPUExecutionProvider"])
-    for old_len, new_len in [(0, 4), (2, 4), (4, 4), (8, 4), (0, 9)]:
-        old = [rng.standard_normal((1, 2, old_len, 3)).astype(dtype) for _ in range(2)]
-        new = [rng.standard_normal((1, 2, new_len, 3)).astype(dtype) for _ in range(2)]
-        out = append.run(None, {"cache.0": old[0], "new.0": new[0], "cache.1": old[1], "new.1": new[1]})
-        for o, a, b in zip(out, old, new):
-            np.testing.assert_array_equal(o, np.concatenate([a, b], axis=2)[:, :, -keep:])
-        out = cut.run(None, {"cache.0": new[0], "cache.1": new[1]})
-        for o, b in zip(out, new):
-            np.testing.assert_array_equal(o, b[:, :, -keep:])
+class CountingEngine:
+    """A stand-in engine: row r's logits favour token 10 + its step count, then eos after `lengths[r]` steps.
+
+    Rows carry their request's stop step as the "position" so selection and compaction can be checked."""
+
+    def __init__(self, lengths):
+        self.lengths, self.batches = lengths, []
+
+    def prefill(self, states, prompts):
+        text = {"request": np.array(states), "step": np.zeros(len(states), int)}
+        return self._logits(text), text
+
+    def decode_one_token(self, text, tokens):
+        text = {"request": text["request"], "step": text["step"] + 1}
+        return self._logits(text), text
+
+    def select(self, text, rows):
+        return {k: v[rows] for k, v in text.items()}
+
+    def _logits(self, text):
+        self.batches.append(len(text["request"]))
+        logits = np.zeros((len(text["request"]), tokenizer.VOCAB_SIZE), np.float32)
+        for j, (r, step) in enumerate(zip(text["request"], text["step"])):
+            logits[j, tokenizer.EOS if step >= self.lengths[r] else 10 + step] = 1.0
+        return logits
 
 
-def test_cache_graphs_are_valid_onnx():
-    onnx = pytest.importorskip("onnx")  # a training extra: only checked where it is installed
-    for graph in (cache_graphs.keep_last(1, 3, 5), cache_graphs.append_keep_last(10, 1, 2)):
-        onnx.checker.check_model(onnx.load_from_string(graph), full_check=True)
+def test_lockstep_generation_drops_finished_questions_and_keeps_each_answer():
+    from mirasol_edge.runtime.generation import generate
+
+    lengths = [1, 6, 2, 0, 6, 3]  # tokens before eos, per question
+    engine = CountingEngine(lengths)
+    options = [GenerationOptions(max_new_tokens=16)] * len(lengths)
+    out = {i: [] for i in range(len(lengths))}
+    for step in generate(engine, list(range(len(lengths))), [[1, 2]] * len(lengths), options, max_text_len=64):
+        for i, token in step:
+            out[i].append(token)
+    for i, n in enumerate(lengths):
+        assert out[i] == [10 + k for k in range(n)] + [tokenizer.EOS]
+    assert engine.batches == [6, 6, 6, 3, 3, 3, 3]  # compacted once half of the six were done
+
+
+def test_a_question_stops_at_its_own_token_budget():
+    from mirasol_edge.runtime.generation import generate
+
+    engine = CountingEngine([50, 50])
+    options = [GenerationOptions(max_new_tokens=3), GenerationOptions(max_new_tokens=5)]
+    out = {0: [], 1: []}
+    for step in generate(engine, [0, 1], [[1, 2], [1, 2, 3, 4]], options, max_text_len=8):
+        for i, token in step:
+            out[i].append(token)
+    assert len(out[0]) == 3 and len(out[1]) == 4  # question 1: the text context ends at 8 = 4 + 4

@@ -1,4 +1,4 @@
-"""Long streams keep bounded caches: a window of recent chunks, cut as docs/bundle.md says."""
+"""Long streams keep fixed-size caches: rings of the last `temporal_window` chunks (docs/bundle.md)."""
 
 import numpy as np
 import pytest
@@ -14,50 +14,54 @@ def model_and_runtime():
     return model, Runtime.load(bundle, intra_op_threads=1)
 
 
-def test_a_1000_chunk_stream_keeps_its_caches_within_the_window(model_and_runtime):
+def test_a_1000_chunk_stream_keeps_fixed_size_caches(model_and_runtime):
     _, runtime = model_and_runtime
     stream = runtime.create_stream()
-    m, window = runtime.bundle.latents_per_chunk, runtime.temporal_window
+    m, window = runtime.dims.latents, runtime.temporal_window
     assert window == runtime.bundle.config["temporal_window"]
     rng = np.random.default_rng(0)
     chunks = [random_chunk(runtime.chunk, rng) for _ in range(4)]
     for k in range(1, 1001):
         stream.push(*chunks[k % 4])
-        expected = min(k, window) * m
-        assert stream.cache_lengths() == {"temporal": expected, "cross": expected}
-        assert all(t.shape[2] == expected for t in stream.state.temporal + stream.state.cross)
+        assert stream.cache_lengths() == {"temporal": min(k, window) * m, "cross": min(k, window) * m}
+        if k in (1, window, 1000):
+            shapes = {a.shape for a in stream.arrays().values()}
+            assert shapes == {(runtime.dims.heads, window * m, runtime.dims.head_dim)}
     assert stream.chunks == 1000
     assert stream.ask("what happened?", max_new_tokens=4) is not None
 
 
-def test_past_the_window_the_runtime_still_answers_like_pytorch(model_and_runtime):
+def test_past_the_window_the_runtime_holds_pytorchs_rings_and_answers(model_and_runtime):
     model, runtime = model_and_runtime
     stream, state = runtime.create_stream(), model.init_stream()
     rng = np.random.default_rng(1)
     window = model.cfg.temporal_window
     with one_torch_thread():
-        for _ in range(window + 5):  # the oldest chunks have left both caches
+        for _ in range(window + 5):  # the oldest chunks have been overwritten in both rings
             f, w = random_chunk(runtime.chunk, rng)
             stream.push(f, w)
             state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
-    for ours, theirs in zip(stream.state.cross, [t for kv in state.cross for t in kv]):
-        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
-    for ours, theirs in zip(stream.state.temporal, [t for kv in state.temporal for t in kv]):
-        np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-4)
+    arrays = stream.arrays()
+    for prefix, cache in (("past", state.temporal), ("cross", state.cross)):
+        for i, (key, value) in enumerate(cache):
+            np.testing.assert_allclose(arrays[f"{prefix}_key.{i}"], key[0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(arrays[f"{prefix}_value.{i}"], value[0].numpy(), atol=1e-4)
     for q in ("what colour came first?", "how many beeps?"):
         assert stream.ask(q) == model.answer(state, q)
 
 
-def test_a_stream_window_can_be_set_smaller(model_and_runtime):
-    _, runtime = model_and_runtime
-    stream = runtime.create_stream(temporal_window=3)
+def test_a_runtime_window_can_be_set_smaller(model_and_runtime):
+    _, bundle = trained()
+    runtime = Runtime.load(bundle, intra_op_threads=1, temporal_window=3)
+    stream = runtime.create_stream()
     f, w = random_chunk(runtime.chunk, np.random.default_rng(2))
     for _ in range(10):
         stream.push(f, w)
-    keep = 3 * runtime.bundle.latents_per_chunk
+    keep = 3 * runtime.dims.latents
     assert stream.cache_lengths() == {"temporal": keep, "cross": keep}
+    assert stream.arrays()["cross_key.0"].shape[1] == keep
     with pytest.raises(ValueError, match="at least 1 chunk"):
-        runtime.create_stream(temporal_window=0)
+        Runtime.load(bundle, temporal_window=0)
 
 
 def test_asking_does_not_change_the_stream(model_and_runtime):

@@ -8,9 +8,9 @@ from torch import Tensor, nn
 
 
 def rotary(positions: Tensor, head_dim: int, base: float = 10_000.0) -> tuple[Tensor, Tensor]:
-    """cos, sin of rotary embeddings for `positions` (N,) float -> each (N, head_dim // 2)."""
+    """cos, sin of rotary embeddings for `positions` (...) -> each (..., head_dim // 2)."""
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = positions.float()[..., None] * inv_freq
     return angles.cos(), angles.sin()
 
 
@@ -40,22 +40,51 @@ class MultiHeadAttention(nn.Module):
         return self.split_heads(k), self.split_heads(v)
 
     def attend(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, rope=None) -> Tensor:
-        """Queries from x (B, T, D) over k, v (B, h, N, hd); mask (T, N) or (B, 1, T, N), True = attend."""
+        """Queries from x (B, T, D) over k, v (B, h, N, hd); mask (T, N) or (B, 1, T, N), True = attend;
+        rope: cos, sin (T, hd/2) or (B, 1, T, hd/2)."""
         q = self.split_heads(self.query(x))
         if rope is not None:
             q = apply_rotary(q, *rope)
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                # An additive mask: exported, a bool mask becomes Where + IsNaN + Where over every score;
+                # this is one Where over the (smaller) mask and an Add. No row here is ever fully masked.
+                mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+            # One row per query (ONNX's Attention op, opset 23, wants the query length spelled out).
+            mask = mask.expand(*mask.shape[:-2], q.shape[2], mask.shape[-1])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, h, t, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * hd))  # (B, h, T, hd) -> (B, T, D)
 
-    def forward_self(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None, mask=None, rope=None):
-        """Self-attention of x (B, T, D) over [past; x]; returns (y, (present_key, present_value))."""
+    def forward_self(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None, mask=None, rope=None,
+                     write: Tensor | None = None, attend_cache: bool = False):
+        """Self-attention of x (B, T, D).
+
+        Without `past` (training, whole sequences): over x itself; returns (y, (keys, values)) of x,
+        each (B, h, T, hd). With a fixed-size cache `past` (key, value) (B, h, C, hd), x's keys/values
+        are written into it at positions `write` (B, T), giving present, shaped as past (gpt-fast's
+        static cache); the queries attend to [past; x] (mask (B, 1, T, C + T)), or with attend_cache
+        to present itself (mask (B, 1, T, C): no concatenation, for caches where x's positions hold
+        nothing any query still needs). Returns (y, present).
+        """
         k, v = self.keys_values(x)
         if rope is not None:
             k = apply_rotary(k, *rope)  # keys are cached already rotated: positions stay absolute
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        return self.attend(x, k, v, mask, rope), (k, v)
+        if past is None:
+            return self.attend(x, k, v, mask, rope), (k, v)
+        present = write_cache(past[0], k, write), write_cache(past[1], v, write)
+        if attend_cache:
+            return self.attend(x, *present, mask, rope), present
+        return self.attend(x, torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2), mask, rope), present
+
+
+def write_cache(cache: Tensor, new: Tensor, write: Tensor) -> Tensor:
+    """cache (B, h, C, hd) with new (B, h, T, hd) written at positions write (B, T) of each row."""
+    b, h = new.shape[:2]
+    rows = torch.arange(b, device=new.device)[:, None, None]  # (B, 1, 1)
+    heads = torch.arange(h, device=new.device)[None, :, None]  # (1, h, 1)
+    # Exported as ScatterND, which copies hd-long rows (ScatterElements, element by element, was slower).
+    return cache.index_put((rows, heads, write[:, None, :]), new)
 
 
 class MLP(nn.Sequential):
@@ -75,9 +104,11 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, mlp_ratio)
 
-    def forward(self, x: Tensor, mask=None, rope=None, past=None, cross=None, cross_mask=None):
-        """x (B, T, D); past/cross: (key, value) each (B, h, N, hd). Returns (x, present)."""
-        y, present = self.attn.forward_self(self.attn_norm(x), past, mask, rope)
+    def forward(self, x: Tensor, mask=None, rope=None, past=None, cross=None, cross_mask=None, write=None,
+                attend_cache: bool = False):
+        """x (B, T, D); past/cross: (key, value) each (B, h, N, hd); write (B, T): where x goes in past
+        (see MultiHeadAttention.forward_self). Returns (x, present)."""
+        y, present = self.attn.forward_self(self.attn_norm(x), past, mask, rope, write, attend_cache)
         x = x + y
         if self.cross_attn is not None:
             x = x + self.cross_attn.attend(self.cross_norm(x), *cross, mask=cross_mask)

@@ -30,8 +30,8 @@ class StreamState:
     """Everything a stream carries between chunks. Immutable: push_chunk returns a new one."""
 
     chunks: int  # chunks pushed so far (the next chunk's position)
-    temporal: list[KV]  # per layer (B, h, P, hd), P <= temporal_window * m
-    cross: list[KV]  # per layer (B, h, N, hd), the context decoder's cross-attention cache
+    temporal: list[KV]  # per layer (B, h, W*m, hd): a ring of W chunk slots (decoders.py)
+    cross: list[KV]  # per layer (B, h, W*m, hd): the context decoder's cross-attention cache, the same ring
     memory: Tensor | None  # TTM memory (B, M, D), None for the Transformer Combiner
 
 
@@ -90,7 +90,7 @@ class MirasolModel(nn.Module):
     def encode(self, waveform: Tensor, frames: Tensor):
         """Whole clip: -> latents (B, K, m, D) and temporal features (B, K*m, D)."""
         latents, _ = self.combine(waveform, frames)
-        features, _ = self.temporal_decoder(latents.flatten(1, 2), 0)  # (B, K, m, D) -> (B, K*m, D)
+        features = self.temporal_decoder(latents.flatten(1, 2))  # (B, K, m, D) -> (B, K*m, D)
         return latents, features
 
     def forward(self, waveform: Tensor, frames: Tensor, tokens: Tensor, labels: Tensor, chunk_mask: Tensor | None = None):
@@ -106,7 +106,7 @@ class MirasolModel(nn.Module):
         if chunk_mask is not None:
             cross_mask = chunk_mask.repeat_interleave(m, dim=1)[:, None, None, :]  # (B, 1, 1, K*m)
         cross = self.context_decoder.cross_keys_values(features)
-        logits, _ = self.context_decoder(tokens, cross, cross_mask=cross_mask)
+        logits = self.context_decoder(tokens, cross, cross_mask=cross_mask)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         if k > 1:  # chunk k's features predict chunk k+1's latents (targets not back-propagated)
             predicted = self.temporal_decoder.next_latents(features).view(b, k, m, d)[:, :-1]
@@ -120,16 +120,18 @@ class MirasolModel(nn.Module):
 
     # -- streaming ----------------------------------------------------------------------------
 
-    def init_stream(self, batch: int = 1) -> StreamState:
-        """The state before the first chunk: empty caches, initial TTM memory."""
-        device = self.temporal_decoder.slot.device
-        hd, h = self.cfg.d_model // self.cfg.n_heads, self.cfg.n_heads
-        empty = torch.zeros(batch, h, 0, hd, device=device)
+    def init_stream(self, batch: int = 1, window: int | None = None) -> StreamState:
+        """The state before the first chunk: empty fixed-size caches of `window` chunks (default: the
+        config's temporal_window), initial TTM memory."""
+        cfg, device = self.cfg, self.temporal_decoder.slot.device
+        window = window or cfg.temporal_window
+        assert window >= 1, "the window holds at least one chunk"
+        empty = torch.zeros(batch, cfg.n_heads, window * cfg.combiner.latents, cfg.d_model // cfg.n_heads, device=device)
         memory = self.combiner.initial_memory(batch, device) if self.combiner.has_memory else None
         return StreamState(
             chunks=0,
-            temporal=[(empty, empty)] * self.cfg.temporal_layers,
-            cross=[(empty, empty)] * self.cfg.context_layers,
+            temporal=[(empty, empty)] * cfg.temporal_layers,
+            cross=[(empty, empty)] * cfg.context_layers,
             memory=memory,
         )
 
@@ -137,36 +139,43 @@ class MirasolModel(nn.Module):
     def push_chunk(self, state: StreamState, waveform: Tensor, frames: Tensor) -> StreamState:
         """One chunk: waveform (B, S) f32, frames (B, F, H, W, 3) u8 -> the stream's next state.
 
-        Both caches keep the last `temporal_window` chunks: the temporal one as the whole-clip mask
-        does, the cross one to bound memory on endless streams (the whole-clip forward sees all).
+        Both caches are rings of the last `window` chunks: the temporal one sees what the whole-clip
+        mask lets it see, the cross one bounds memory on endless streams (the whole-clip forward sees all).
         """
         latents, memory = self.combine(waveform[:, None], frames[:, None], state.memory)  # (B, 1, m, D)
-        features, temporal = self.temporal_decoder(latents[:, 0], state.chunks, state.temporal)
-        keep = self.cfg.temporal_window * self.cfg.combiner.latents
-        new_cross = self.context_decoder.cross_keys_values(features)
-        cross = [(torch.cat([k, nk], dim=2), torch.cat([v, nv], dim=2)) for (k, v), (nk, nv) in zip(state.cross, new_cross)]
-        return StreamState(
-            chunks=state.chunks + 1, temporal=_keep_last(temporal, keep), cross=_keep_last(cross, keep), memory=memory
-        )
+        chunk = torch.full((latents.shape[0],), state.chunks, dtype=torch.long, device=latents.device)
+        features, temporal = self.temporal_decoder.step(latents[:, 0], chunk, state.temporal)
+        cross = self.context_decoder.write_cross(features, chunk, state.cross)
+        return StreamState(chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory)
 
     @torch.no_grad()
-    def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16) -> Tensor:
-        """Greedy decoding with the self-attention cache.
+    def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16, chunks: int | None = None) -> Tensor:
+        """Greedy decoding with the fixed-size self-attention cache.
 
-        cross: per layer (B, h, N, hd); prompt (B, T0) ids -> generated ids (B, n), n <= max_new_tokens,
-        ending where every row has produced eos (eos included; rows done early are padded with eos).
+        cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: every
+        slot filled, as for a whole clip's cross keys/values); prompt (B, T0) ids -> generated ids
+        (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
+        done early are padded with eos).
         """
-        max_new_tokens = min(max_new_tokens, self.cfg.max_text_len - prompt.shape[1])
-        logits, past = self.context_decoder(prompt, cross)
-        out, done = [], torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
+        cfg, decoder = self.cfg, self.context_decoder
+        b, t0 = prompt.shape
+        max_new_tokens = min(max_new_tokens, cfg.max_text_len - t0)
+        empty = prompt.new_zeros(b, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads, dtype=cross[0][0].dtype)
+        seen = torch.full((b,), cross[0][0].shape[2] // cfg.combiner.latents if chunks is None else chunks,
+                          dtype=torch.long, device=prompt.device)
+        position = torch.zeros(b, dtype=torch.long, device=prompt.device)
+        logits, past = decoder.step(prompt, position, [(empty, empty)] * cfg.context_layers, cross, seen)  # prefill
+        position = position + t0
+        out, done = [], torch.zeros(b, dtype=torch.bool, device=prompt.device)
         for _ in range(max_new_tokens):
             token = logits[:, -1].argmax(dim=-1).masked_fill(done, tokenizer.EOS)  # (B,)
             out.append(token)
             done |= token == tokenizer.EOS
             if done.all() or len(out) == max_new_tokens:
                 break
-            logits, past = self.context_decoder(token[:, None], cross, past)
-        return torch.stack(out, dim=1) if out else prompt.new_zeros(prompt.shape[0], 0)
+            logits, past = decoder.step(token[:, None], position, past, cross, seen)  # decode one token
+            position = position + 1
+        return torch.stack(out, dim=1) if out else prompt.new_zeros(b, 0)
 
     def prompt_ids(self, question: str) -> Tensor:
         """question -> (1, T0) ids [bos] question [sep]; ValueError if empty or too long."""
@@ -178,7 +187,8 @@ class MirasolModel(nn.Module):
         """Greedy answer to `question` about the chunks pushed so far (batch 1). Leaves the stream as it is."""
         if state.chunks == 0:
             raise ValueError("no chunk has been pushed to the stream yet; push at least one chunk before asking.")
-        return tokenizer.decode(self.generate(state.cross, self.prompt_ids(question), max_new_tokens)[0].tolist())
+        ids = self.generate(state.cross, self.prompt_ids(question), max_new_tokens, chunks=state.chunks)
+        return tokenizer.decode(ids[0].tolist())
 
     @torch.no_grad()
     def answer_clip(self, frames: np.ndarray, waveform: np.ndarray, question: str, max_new_tokens: int = 16) -> str:
@@ -189,8 +199,3 @@ class MirasolModel(nn.Module):
         _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
         cross = self.context_decoder.cross_keys_values(features)
         return tokenizer.decode(self.generate(cross, prompt, max_new_tokens)[0].tolist())
-
-
-def _keep_last(cache: list[KV], n: int) -> list[KV]:
-    """Each (B, h, N, hd) pair cut to its last n positions."""
-    return [(k[:, :, -n:], v[:, :, -n:]) for k, v in cache]

@@ -1,0 +1,147 @@
+"""The bundle contract, once: every graph's inputs and outputs by name, dtype and shape (docs/bundle.md).
+
+Export builds its graphs from it and validates them against it, the runtime checks the sessions it
+loads against it and feeds them by these names, `info` and `bench` name their stages by it. It needs
+only the model config (a dict, as the manifest carries it), so it works without torch.
+
+Dims: `batch` (streams or questions stepped together), `cache_len` (positions of the temporal and
+cross caches: window * m, a ring of `window` chunk slots, chosen by the runtime) and `text_len`
+(tokens in one context decoder step) are symbolic; every other dim is fixed by the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FORMAT = "mirasol-edge-bundle/2"  # 2: fixed-size caches (rings of chunk slots, a static text cache), batched positions
+
+# The graphs of a bundle, in the order a chunk and then a question run through them.
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
+CHUNK_STAGES = COMPONENTS[:5]  # what one chunk runs through
+SYMBOLIC_DIMS = ("batch", "cache_len", "text_len")
+ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """dtype (numpy name) and shape (ints, or names of symbolic dims) of one graph input or output."""
+
+    dtype: str
+    shape: tuple
+
+    def to_dict(self) -> dict:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.onnx"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The fixed dims of a bundle's graphs, from its model config."""
+
+    samples: int  # S: audio samples per chunk
+    frames: int  # F: video frames per chunk
+    frame_size: int  # H = W
+    audio_tokens: int  # Na
+    video_tokens: int  # Nv
+    width: int  # D
+    heads: int  # h
+    latents: int  # m: latents per chunk, the positions one chunk takes in the temporal and cross caches
+    memory: int  # M: TTM memory tokens (0: the Transformer combiner carries none)
+    text_len: int  # L = max_text_len: positions of the text self cache
+    vocab: int  # V
+    temporal_layers: int
+    context_layers: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @classmethod
+    def from_config(cls, config: dict, video_tokens: int | None = None) -> "Dims":
+        """config: ModelConfig.to_dict(); video_tokens: Nv when a torchvision backbone sets it (else from the tubelets)."""
+        chunk, audio, video = config["chunk"], config["audio"], config["video"]
+        frames = round(chunk["chunk_seconds"] * chunk["fps"])
+        samples = round(chunk["chunk_seconds"] * chunk["sample_rate"])
+        spectrogram_frames = samples // audio["hop_length"] + 1  # centred STFT frames
+        if video_tokens is None:
+            video_tokens = (frames // video["tubelet_frames"]) * (chunk["frame_size"] // video["patch_size"]) ** 2
+        combiner = config["combiner"]
+        return cls(
+            samples=samples, frames=frames, frame_size=chunk["frame_size"],
+            audio_tokens=(audio["n_mels"] // audio["patch_mels"]) * (spectrogram_frames // audio["patch_frames"]),
+            video_tokens=video_tokens, width=config["d_model"], heads=config["n_heads"], latents=combiner["latents"],
+            memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, text_len=config["max_text_len"],
+            vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
+        )
+
+
+def cache_names(kind: str, layers: int) -> list[str]:
+    """kind past/present/cross/present_cross -> [kind_key.0, kind_value.0, kind_key.1, ...]."""
+    return [f"{kind}_{part}.{i}" for i in range(layers) for part in ("key", "value")]
+
+
+def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
+    """The six graphs of a bundle: name -> GraphSpec, in COMPONENTS order."""
+    d, h, hd, m = dims.width, dims.heads, dims.head_dim, dims.latents
+    f32, i64 = "float32", "int64"
+    per_stream = TensorSpec(i64, ("batch",))
+
+    def cache(length) -> TensorSpec:
+        return TensorSpec(f32, ("batch", h, length, hd))
+
+    audio = TensorSpec(f32, ("batch", dims.audio_tokens, d))
+    video = TensorSpec(f32, ("batch", dims.video_tokens, d))
+    combiner_in = {"audio_tokens": audio, "video_tokens": video}
+    combiner_out = {"latents": TensorSpec(f32, ("batch", m, d))}
+    if dims.memory:
+        combiner_in["memory"] = combiner_out["memory_out"] = TensorSpec(f32, ("batch", dims.memory, d))
+    lt, lc = dims.temporal_layers, dims.context_layers
+    specs = [
+        GraphSpec("audio_extractor", {"waveform": TensorSpec(f32, ("batch", dims.samples))}, {"audio_tokens": audio}),
+        GraphSpec("video_extractor",
+                  {"frames": TensorSpec("uint8", ("batch", dims.frames, dims.frame_size, dims.frame_size, 3))},
+                  {"video_tokens": video}),
+        GraphSpec("combiner", combiner_in, combiner_out),
+        GraphSpec("temporal_decoder",
+                  {"latents": TensorSpec(f32, ("batch", m, d)), "chunk_position": per_stream,
+                   **{n: cache("cache_len") for n in cache_names("past", lt)}},
+                  {"features": TensorSpec(f32, ("batch", m, d)),
+                   **{n: cache("cache_len") for n in cache_names("present", lt)}}),
+        GraphSpec("context_cross_kv",
+                  {"features": TensorSpec(f32, ("batch", m, d)), "chunk_position": per_stream,
+                   **{n: cache("cache_len") for n in cache_names("cross", lc)}},
+                  {n: cache("cache_len") for n in cache_names("present_cross", lc)}),
+        GraphSpec("context_decoder",
+                  {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
+                   **{n: cache(dims.text_len) for n in cache_names("past", lc)},
+                   **{n: cache("cache_len") for n in cache_names("cross", lc)}},
+                  {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
+                   **{n: cache(dims.text_len) for n in cache_names("present", lc)}}),
+    ]
+    return {s.name: s for s in specs}
+
+
+# What flows back in: output of one step -> input of the next (the stream's state, and a question's).
+def temporal_state(dims: Dims) -> dict[str, str]:
+    """temporal_decoder outputs -> its inputs at the next chunk."""
+    return dict(zip(cache_names("present", dims.temporal_layers), cache_names("past", dims.temporal_layers)))
+
+
+def cross_state(dims: Dims) -> dict[str, str]:
+    """context_cross_kv outputs -> its inputs at the next chunk (and the context decoder's cross inputs)."""
+    return dict(zip(cache_names("present_cross", dims.context_layers), cache_names("cross", dims.context_layers)))
+
+
+def text_state(dims: Dims) -> dict[str, str]:
+    """context_decoder outputs -> its inputs at the next token."""
+    return dict(zip(cache_names("present", dims.context_layers), cache_names("past", dims.context_layers)))
