@@ -7,8 +7,8 @@ a checkpoint is given): the same decoded chunks go through every stage, chunk af
 question: time to first token, time per token with the self cache, per token recomputing.
 Many streams (the first bundle): `streams` streams stepped one at a time against all of them in one
 call, in stream-chunks per second; `streams` questions answered one at a time against together, in
-tokens per second. A real source (`source`): decoding and every model stage end to end, decoding on
-its own thread, against decoding alone.
+tokens per second. Real sources (`sources`): decoding and every model stage end to end, decoding on
+its own thread, against decoding alone, with and without skipping non-reference frames.
 
 Medians and p95 over warm chunks (the first chunk apart); ratios are taken within this one run.
 FLOP rates are against this machine's matmul peak, measured here too. Imports torch only for the
@@ -220,26 +220,29 @@ def bench_batched(bundle_path, inputs, streams: int, tokens: int, setup: OrtSetu
     }
 
 
-def bench_source(bundle_path, source, setup: OrtSetup, skip_nonref: bool = False) -> dict:
-    """Decode `source` alone, then decode + every model stage (decoding on its own thread)."""
+def bench_source(bundle_path, source, setup: OrtSetup) -> dict:
+    """Decoding `source` alone, and decoding + every model stage (decoding on its own thread, as
+    Stream.push_source does), each with and without skip_nonref."""
     from mirasol_edge.runtime.media import iter_chunks, prefetch, probe
 
     runtime = _load(bundle_path, setup)
     spec = runtime.chunk
-    start = time.perf_counter()
-    n = sum(1 for _ in iter_chunks(source, spec, skip_nonref=skip_nonref))
-    decode_s = time.perf_counter() - start
-    stream = runtime.create_stream()
-    start = time.perf_counter()
-    for frames, waveform in prefetch(iter_chunks(source, spec, skip_nonref=skip_nonref)):
-        stream.push(frames, waveform)
-    total_s = time.perf_counter() - start
-    media_s = n * spec.chunk_seconds
-    info = probe(source)
-    return {"source": str(source), "width": info["width"], "height": info["height"], "fps": info["fps"],
-            "codec": info["video_codec"], "chunks": n, "skip_nonref": skip_nonref,
-            "decode_ms_per_chunk": decode_s / n * 1e3, "end_to_end_ms_per_chunk": total_s / n * 1e3,
-            "rtf_decode": decode_s / media_s, "rtf_end_to_end": total_s / media_s}
+    out = {"source": str(source)}
+    out.update({k: probe(source)[k] for k in ("width", "height", "fps", "video_codec", "duration")})
+    for skip in (False, True):
+        tag = "_skip_nonref" if skip else ""
+        start = time.perf_counter()
+        n = sum(1 for _ in iter_chunks(source, spec, skip_nonref=skip))
+        decode_s = time.perf_counter() - start
+        stream = runtime.create_stream()
+        start = time.perf_counter()
+        for frames, waveform in prefetch(iter_chunks(source, spec, skip_nonref=skip)):
+            stream.push(frames, waveform)
+        total_s = time.perf_counter() - start
+        media_s = n * spec.chunk_seconds
+        out.update({"chunks": n, f"decode_ms_per_chunk{tag}": decode_s / n * 1e3,
+                    f"end_to_end_ms_per_chunk{tag}": total_s / n * 1e3, f"rtf_end_to_end{tag}": total_s / media_s})
+    return out
 
 
 # -- PyTorch ----------------------------------------------------------------------------------
@@ -275,9 +278,12 @@ def bench_torch(checkpoint, inputs, chunks: int, tokens: int, progress: bool, co
         return out
 
     with torch.inference_mode():
-        if compile:  # compiling happens at the first call of each stage: timed apart
+        if compile:  # compiling happens at the first calls of each stage: timed apart, on a throwaway stream
             start = time.perf_counter()
-            _torch_chunk(model, state, inputs[0], lambda name, *a: stages_fn[name](*a))
+            warm = model.init_stream()
+            for k in range(2):
+                warm = _torch_chunk(model, warm, inputs[k], lambda name, *a: stages_fn[name](*a))
+            _torch_text(model, warm, decoder_step, 2)
             compile_s = time.perf_counter() - start
         for k in range(chunks):
             start = time.perf_counter()
@@ -309,8 +315,8 @@ def _torch_text(model, state, step, tokens: int) -> dict:
 
     cfg = model.cfg
     prompt = torch.tensor([tokenizer.encode_prompt(QUESTION, cfg.max_text_len)])
-    empty = torch.zeros(1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
-    fresh = [(empty, empty)] * cfg.context_layers
+    shape = (1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
+    fresh = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(cfg.context_layers)]
     seen = torch.full((1,), state.chunks)
     start = time.perf_counter()
     logits, past = step(prompt, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen)
@@ -346,8 +352,8 @@ def stage_flops(config: dict) -> dict | None:
 
 
 def run(bundles: list, torch_checkpoint=None, chunks: int = 500, tokens: int = 32, provider: str = "cpu",
-        threads: int = 0, progress: bool = True, compile: bool = False, streams: int = 32, source=None,
-        skip_nonref: bool = False, thread_pool: str = "per_session") -> dict:
+        threads: int = 0, progress: bool = True, compile: bool = False, streams: int = 32, sources=(),
+        thread_pool: str = "per_session") -> dict:
     """Benchmark every bundle (and the checkpoint in PyTorch) on the same chunks; returns a report dict."""
     from mirasol_edge.benchmarks.peak import matmul_peak_gflops
     from mirasol_edge.runtime.bundle import load_bundle
@@ -372,14 +378,14 @@ def run(bundles: list, torch_checkpoint=None, chunks: int = 500, tokens: int = 3
     for path in bundles:
         engines.append(bench_ort(path, inputs, chunks, tokens, setup, progress))
     batched = bench_batched(bundles[0], inputs, streams, tokens, setup)
-    real = bench_source(bundles[0], source, setup, skip_nonref) if source is not None else None
+    real = [bench_source(bundles[0], source, setup) for source in sources]
     peak = matmul_peak_gflops()
     report = {
         "machine": _machine(), "ort_setup": vars(setup), "chunk_seconds": spec.chunk_seconds, "chunks": chunks, "tokens": tokens,
         "matmul_peak_gflops": peak, "flops": stage_flops(first.config),
         "decode": {"first_ms": decode_times[0] * 1e3, **_summary(decode_times[1:]), "per_chunk_ms": [t * 1e3 for t in decode_times]},
         "engines": [_engine_report(e, spec.chunk_seconds) for e in engines],
-        "batched": batched, "source": real,
+        "batched": batched, "sources": real,
     }
     report["comparisons"] = _comparisons(report)
     report["summary"] = _headline(report)
@@ -446,7 +452,8 @@ def _headline(report: dict) -> dict:
         "batched_vs_one_by_one_token": batched["batched_tokens_per_s"] / batched["one_by_one_tokens_per_s"],
         "streams": batched["streams"],
         "rtf_model": ort["real_time_factor"] if ort else None,
-        "rtf_end_to_end": report["source"]["rtf_end_to_end"] if report["source"] else None,
+        "rtf_end_to_end": report["sources"][0]["rtf_end_to_end"] if report["sources"] else None,  # the first --source
+        "rtf_end_to_end_skip_nonref": report["sources"][0]["rtf_end_to_end_skip_nonref"] if report["sources"] else None,
         "state_bytes_per_stream": batched["state_bytes_per_stream"],
         # every model stage of a stream's chunk, batched: how many 1x real-time streams this machine's cores hold
         "realtime_streams_model": report["chunk_seconds"] * 1e3 / batched["per_stream_chunk_ms"],
@@ -526,10 +533,11 @@ def format_table(report: dict) -> str:
                   f"{b['one_by_one_stream_chunks_per_s']:.1f} vs {b['batched_stream_chunks_per_s']:.1f} stream-chunks/s; "
                   f"{b['one_by_one_tokens_per_s']:.0f} vs {b['batched_tokens_per_s']:.0f} tokens/s; "
                   f"state {b['state_bytes_per_stream'] / 1e6:.2f} MB per stream"]
-    if report["source"]:
-        s = report["source"]
-        lines.append(f"source {s['width']}x{s['height']} {s['fps']:.0f} fps {s['codec']}: decode {s['decode_ms_per_chunk']:.1f} ms/chunk, "
-                     f"decode + model {s['end_to_end_ms_per_chunk']:.1f} ms/chunk, real-time factor {s['rtf_end_to_end']:.4f}")
+    for s in report["sources"]:
+        lines.append(f"source {s['width']}x{s['height']} {s['fps']:.0f} fps {s['video_codec']}: decode {s['decode_ms_per_chunk']:.1f} "
+                     f"ms/chunk ({s['decode_ms_per_chunk_skip_nonref']:.1f} skipping non-reference frames); decode + model "
+                     f"{s['end_to_end_ms_per_chunk']:.1f} ({s['end_to_end_ms_per_chunk_skip_nonref']:.1f}) ms/chunk, real-time "
+                     f"factor {s['rtf_end_to_end']:.4f} ({s['rtf_end_to_end_skip_nonref']:.4f})")
     lines += ["", "summary: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                           for k, v in report["summary"].items())]
     return "\n".join(lines)

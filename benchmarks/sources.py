@@ -88,3 +88,20 @@ def _mux_audio(container, astream, graph) -> float | None:
         return None
     container.mux(astream.encode(frame))
     return frame.time + frame.samples / frame.sample_rate
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write an H.264 + AAC .mp4 from FFmpeg's test sources.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    print(write_test_source(args.out, args.width, args.height, args.fps, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

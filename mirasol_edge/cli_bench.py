@@ -22,9 +22,8 @@ def bench(
     torch_checkpoint: Optional[Path] = typer.Option(None, "--torch", help="Also run this checkpoint in PyTorch eager."),
     compile: bool = typer.Option(False, "--compile", help="Also run the checkpoint under torch.compile (compile time reported apart)."),
     streams: int = typer.Option(32, "--streams", help="Streams (and questions) stepped together, against the same one at a time."),
-    source: Optional[Path] = typer.Option(None, "--source", help="A real media file: decode + every model stage end to end."),
-    skip_nonref: bool = typer.Option(False, "--skip-nonref", help="With --source: skip decoding non-reference frames."),
-    shared_threads: bool = typer.Option(False, "--shared-threads", help="ONNX Runtime engines use one process-wide thread pool."),
+    sources: List[Path] = typer.Option([], "--source", help="A real media file: decode + every model stage end to end (repeat for several)."),
+    shared_threads: bool = typer.Option(True, "--shared-threads/--graph-threads", help="ONNX Runtime engines share one thread pool, or have a pool per graph."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (per-chunk series included) as JSON."),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: latency per stage against chunk index."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -33,7 +32,7 @@ def bench(
     from mirasol_edge.benchmarks.bench import format_table, plot, run
 
     report = run(bundles, torch_checkpoint, chunks=chunks, tokens=tokens, provider=provider, threads=threads,
-                 progress=not quiet, compile=compile, streams=streams, source=source, skip_nonref=skip_nonref,
+                 progress=not quiet, compile=compile, streams=streams, sources=sources,
                  thread_pool="shared" if shared_threads else "per_session")
     typer.echo(format_table(report))
     if json_out is not None:

@@ -27,8 +27,8 @@ _SEED = typer.Option(None, "--seed", help="Seed of the sampling.")
 _THREADS = typer.Option(0, "--threads", help="Threads per graph run (0: all cores).")
 _WINDOW = typer.Option(None, "--window", help="Chunks the stream's caches hold; default: the bundle's temporal window.")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
-_SHARED = typer.Option(False, "--shared-threads", help="One ONNX Runtime thread pool for all the graphs "
-                       "(process-wide; faster on few cores, BENCHMARKS.md) instead of one pool per graph.")
+_SHARED = typer.Option(True, "--shared-threads/--graph-threads", help="One ONNX Runtime thread pool for all the "
+                       "graphs (the fastest on few cores, BENCHMARKS.md), or a pool per graph.")
 _SKIP_NONREF = typer.Option(False, "--skip-nonref", help="Decode faster: skip frames that no sampled instant shows and "
                             "nothing references (the same chunks on constant-frame-rate files; on variable frame rate a sampled "
                             "instant may show a neighbouring frame).")

@@ -133,7 +133,7 @@ def eval_command(
     if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime
         from mirasol_edge.evaluate_runtime import evaluate_bundle
 
-        summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer())
+        summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer(), thread_pool="shared")
     else:
         model, _ = load_checkpoint(checkpoint)
         summary, predictions = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())

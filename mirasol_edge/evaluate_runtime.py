@@ -19,6 +19,7 @@ def evaluate_bundle(
     workers: int = 0,
     progress: Callable[[int, int], None] | None = None,
     streams: int = STREAMS,
+    thread_pool: str = "per_session",
 ) -> tuple[dict, list[Prediction]]:
     """Stream every video of the manifest chunk by chunk through the bundle and ask its questions
     greedily; returns (summary, predictions) like evaluate.evaluate_manifest.
@@ -32,7 +33,7 @@ def evaluate_bundle(
         raise ValueError("the manifest has no rows to evaluate.")
     if streams < 1:
         raise ValueError(f"streams must be at least 1, got {streams}.")
-    runtime = Runtime.load(bundle)
+    runtime = Runtime.load(bundle, thread_pool=thread_pool)
     predictions: list[Prediction] = []
     total = len({r.video for r in rows})
     clips = manifest_clips(rows, runtime.chunk, workers)

@@ -35,8 +35,9 @@ class RuntimeOptions:
     device_id: int = 0  # CUDA device
     intra_op_threads: int = 0  # threads inside one graph run; 0: ONNX Runtime's default (all cores)
     # "per_session": each graph its own intra-op thread pool; "shared": one pool for every session of
-    # the process (ONNX Runtime's global pool: process-wide, set once, and every later session of the
-    # process must use it too). BENCHMARKS.md compares them.
+    # the process (ONNX Runtime's global pool: made once per process, by the first runtime that asks,
+    # with its intra_op_threads; every later session of the process must use it too). BENCHMARKS.md
+    # compares them; the CLI uses "shared", which is faster on few cores.
     thread_pool: str = "per_session"
     # Idle threads of a per-session pool spin between runs. Off: the six graphs run in turn, and five
     # pools spinning on two cores took 2-3x longer per batched step (BENCHMARKS.md).
@@ -209,8 +210,9 @@ def _session_options(ort, options: RuntimeOptions):
 
 
 def use_shared_thread_pool(threads: int = 0) -> None:
-    """Make ONNX Runtime's process-wide thread pool (once per process): every session created by
-    `session_options` from now on uses it. ValueError if it exists with another thread count."""
+    """Make ONNX Runtime's process-wide thread pool with `threads` threads (0: one per core); every
+    session created by `session_options` from now on uses it. It is made once per process: later
+    calls keep the pool the first one made, whatever they ask for."""
     import onnxruntime as ort
 
     global _shared_pool_threads
@@ -218,9 +220,6 @@ def use_shared_thread_pool(threads: int = 0) -> None:
         if _shared_pool_threads is None:
             ort.set_global_thread_pool_sizes(threads, 1)
             _shared_pool_threads = threads
-        elif _shared_pool_threads != threads:
-            raise ValueError(f"this process's shared thread pool has {_shared_pool_threads or 'default'} threads, not "
-                             f"{threads or 'default'}; it is made once per process: ask for the same count.")
 
 
 def session_options(intra_op_threads: int = 0, spinning: bool = False):

@@ -31,6 +31,21 @@ def test_bench_runs_torch_and_ort_side_by_side_and_writes_json_and_plot(tmp_path
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_bench_runs_a_real_source_end_to_end(tmp_path):
+    from runtime_bundles import trained
+
+    from mirasol_edge.benchmarks.sources import write_test_source
+
+    _, bundle = trained()
+    source = write_test_source(tmp_path / "src.mp4", 160, 96, 12, 3)
+    result = CliRunner().invoke(app, ["bench", str(bundle), "--chunks", "2", "--tokens", "2", "--streams", "2", "--quiet",
+                                      "--source", str(source), "--json", str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    real = json.loads((tmp_path / "bench.json").read_text())["sources"][0]
+    assert (real["width"], real["height"], real["chunks"]) == (160, 96, 3)
+    assert real["rtf_end_to_end"] > 0 and real["rtf_end_to_end_skip_nonref"] > 0
+
+
 def test_bench_refuses_fewer_than_two_chunks(tmp_path):
     from runtime_bundles import trained
 

@@ -30,8 +30,9 @@ def exported(request, tmp_path_factory):
 
 
 def sessions(bundle):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    from mirasol_edge.runtime.session import session_options
+
+    options = session_options(intra_op_threads=1)  # the process's shared thread pool, if a CLI test made one
     return {name: ort.InferenceSession(str(bundle / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
             for name in COMPONENTS}
 

@@ -67,3 +67,32 @@ def test_pushes_to_one_stream_from_several_threads_all_count(runtime):
         t.join()
     assert stream.chunks == 6
     assert stream.cache_lengths()["cross"] == 6 * runtime.bundle.latents_per_chunk
+
+
+def test_a_shared_thread_pool_answers_as_a_pool_per_graph(runtime, tmp_path):
+    """In a fresh process (the shared pool is process-wide): the same answers, and later sessions use it."""
+    import json
+    import subprocess
+    import sys
+
+    _, bundle = trained()
+    frames, waveform, qa = clip_chunks(11, runtime.chunk)
+    np.savez(tmp_path / "clip.npz", frames=frames, waveform=waveform)
+    stream = runtime.create_stream()
+    for f, w in zip(frames, waveform):
+        stream.push(f, w)
+    questions = [q.question for q in qa[:5]]
+    code = f"""
+import json, sys, numpy as np, onnxruntime as ort
+from mirasol_edge.runtime.session import Runtime, session_options
+rt = Runtime.load({str(bundle)!r}, thread_pool="shared")
+clip = np.load({str(tmp_path / "clip.npz")!r})
+s = rt.create_stream()
+for f, w in zip(clip["frames"], clip["waveform"]):
+    s.push(f, w)
+other = ort.InferenceSession({str(bundle / "combiner.onnx")!r}, session_options(intra_op_threads=1), providers=["CPUExecutionProvider"])
+print(json.dumps(rt.ask_streams([(s, q) for q in {questions!r}])))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [stream.ask(q) for q in questions]

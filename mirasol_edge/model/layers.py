@@ -45,12 +45,7 @@ class MultiHeadAttention(nn.Module):
         q = self.split_heads(self.query(x))
         if rope is not None:
             q = apply_rotary(q, *rope)
-        if mask is not None:
-            if mask.dtype == torch.bool:
-                # An additive mask: exported, a bool mask becomes Where + IsNaN + Where over every score;
-                # this is one Where over the (smaller) mask and an Add. No row here is ever fully masked.
-                mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
-            # One row per query (ONNX's Attention op, opset 23, wants the query length spelled out).
+        if mask is not None:  # one row per query: ONNX's Attention op (opset 23) wants the query length spelled out
             mask = mask.expand(*mask.shape[:-2], q.shape[2], mask.shape[-1])
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, h, t, hd = y.shape

@@ -126,14 +126,13 @@ class MirasolModel(nn.Module):
         cfg, device = self.cfg, self.temporal_decoder.slot.device
         window = window or cfg.temporal_window
         assert window >= 1, "the window holds at least one chunk"
-        empty = torch.zeros(batch, cfg.n_heads, window * cfg.combiner.latents, cfg.d_model // cfg.n_heads, device=device)
+        shape = (batch, cfg.n_heads, window * cfg.combiner.latents, cfg.d_model // cfg.n_heads)
+
+        def ring(layers: int) -> list[KV]:  # distinct tensors: no aliasing for torch.compile to guard on
+            return [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in range(layers)]
+
         memory = self.combiner.initial_memory(batch, device) if self.combiner.has_memory else None
-        return StreamState(
-            chunks=0,
-            temporal=[(empty, empty)] * cfg.temporal_layers,
-            cross=[(empty, empty)] * cfg.context_layers,
-            memory=memory,
-        )
+        return StreamState(chunks=0, temporal=ring(cfg.temporal_layers), cross=ring(cfg.context_layers), memory=memory)
 
     @torch.no_grad()
     def push_chunk(self, state: StreamState, waveform: Tensor, frames: Tensor) -> StreamState:
