@@ -34,7 +34,11 @@ reproduce: $(STAMP)
 	$(VENV)/bin/mirasol-edge eval runs/small/bundle-fp32 runs/heldout-small/manifest.jsonl --json runs/small/eval-ort-fp32.json
 	$(VENV)/bin/mirasol-edge eval runs/small/bundle-int8 runs/heldout-small/manifest.jsonl --json runs/small/eval-ort-int8.json
 
+# BENCHMARKS.md: every engine side by side, 32 streams batched, 720p30 and 1080p30 H.264 sources end to end.
 bench: $(STAMP)
 	test -f runs/small/bundle-fp32/manifest.json || $(MAKE) reproduce
-	$(VENV)/bin/mirasol-edge bench runs/small/bundle-fp32 runs/small/bundle-int8 --torch runs/small/checkpoint.pt \
-		--chunks 500 --json runs/small/bench.json --plot runs/small/bench.png
+	test -f runs/src-720p30.mp4 || $(PY) -m mirasol_edge.benchmarks.sources runs/src-720p30.mp4 --width 1280 --height 720 --fps 30 --seconds 60
+	test -f runs/src-1080p30.mp4 || $(PY) -m mirasol_edge.benchmarks.sources runs/src-1080p30.mp4 --width 1920 --height 1080 --fps 30 --seconds 60
+	$(VENV)/bin/mirasol-edge bench runs/small/bundle-fp32 runs/small/bundle-int8 --torch runs/small/checkpoint.pt --compile \
+		--chunks 500 --streams 32 --source runs/src-720p30.mp4 --source runs/src-1080p30.mp4 \
+		--json runs/small/bench.json --plot runs/small/bench.png

@@ -149,7 +149,7 @@ def build_components(model: MirasolModel) -> list[Component]:
     cfg = model.cfg
     dims = Dims.from_config(cfg.to_dict(), _video_tokens(model))
     specs = graph_specs(dims)
-    m, t = dims.latents, dims.text_len
+    m, t = dims.latents, dims.max_text_len
     batch = {"batch": (1, MAX_BATCH)}
     per_batch = [{"batch": 1}, {"batch": 3}]
     rings = {**batch, "cache_len": (m, m * MAX_WINDOW)}
@@ -167,11 +167,11 @@ def build_components(model: MirasolModel) -> list[Component]:
         "temporal_decoder": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
         "context_cross_kv": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
         "context_decoder": (
-            {"batch": 2, "cache_len": 3 * m, "text_len": 3},
-            [{"batch": 1, "cache_len": m, "text_len": prompt},  # a prefill
-             {"batch": 3, "cache_len": 5 * m, "text_len": 1},  # decoding one token
-             {"batch": 2, "cache_len": 2 * m, "text_len": 2}],
-            {**rings, "text_len": (1, t)},
+            {"batch": 2, "cache_len": 3 * m, "text_cache_len": t - 2, "text_len": 3},
+            [{"batch": 1, "cache_len": m, "text_cache_len": t, "text_len": prompt},  # a prefill, the whole text context
+             {"batch": 3, "cache_len": 5 * m, "text_cache_len": prompt + 2, "text_len": 1},  # decoding one token
+             {"batch": 2, "cache_len": 2 * m, "text_cache_len": t - 1, "text_len": 2}],
+            {**rings, "text_cache_len": (2, t), "text_len": (1, t)},
         ),
     }
     components = []
@@ -200,7 +200,7 @@ def _draw(name: str, spec: TensorSpec, values: dict[str, int], rng: np.random.Ge
     if name == "chunks_seen":  # some rings still filling, some full
         return rng.integers(1, 2 * slots + 1, shape, dtype=np.int64)
     if name == "text_position":  # where each row's tokens start, all within the text context
-        return rng.integers(0, dims.text_len - values["text_len"] + 1, shape, dtype=np.int64)
+        return rng.integers(0, values["text_cache_len"] - values["text_len"] + 1, shape, dtype=np.int64)
     if name == "frames":
         return rng.integers(0, 256, shape, dtype=np.uint8)
     if name == "tokens":

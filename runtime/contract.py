@@ -5,8 +5,9 @@ loads against it and feeds them by these names, `info` and `bench` name their st
 only the model config (a dict, as the manifest carries it), so it works without torch.
 
 Dims: `batch` (streams or questions stepped together), `cache_len` (positions of the temporal and
-cross caches: window * m, a ring of `window` chunk slots, chosen by the runtime) and `text_len`
-(tokens in one context decoder step) are symbolic; every other dim is fixed by the config.
+cross caches: window * m, a ring of `window` chunk slots, chosen by the runtime), `text_cache_len`
+(positions of the text self cache, at most max_text_len, chosen per batch of questions) and
+`text_len` (tokens in one context decoder step) are symbolic; every other dim is fixed by the config.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ FORMAT = "mirasol-edge-bundle/2"  # 2: fixed-size caches (rings of chunk slots, 
 # The graphs of a bundle, in the order a chunk and then a question run through them.
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
 CHUNK_STAGES = COMPONENTS[:5]  # what one chunk runs through
-SYMBOLIC_DIMS = ("batch", "cache_len", "text_len")
+SYMBOLIC_DIMS = ("batch", "cache_len", "text_cache_len", "text_len")
 ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
 
 
@@ -57,7 +58,7 @@ class Dims:
     heads: int  # h
     latents: int  # m: latents per chunk, the positions one chunk takes in the temporal and cross caches
     memory: int  # M: TTM memory tokens (0: the Transformer combiner carries none)
-    text_len: int  # L = max_text_len: positions of the text self cache
+    max_text_len: int  # L: the text context (position table); a text self cache holds at most L positions
     vocab: int  # V
     temporal_layers: int
     context_layers: int
@@ -80,7 +81,7 @@ class Dims:
             samples=samples, frames=frames, frame_size=chunk["frame_size"],
             audio_tokens=(audio["n_mels"] // audio["patch_mels"]) * (spectrogram_frames // audio["patch_frames"]),
             video_tokens=video_tokens, width=config["d_model"], heads=config["n_heads"], latents=combiner["latents"],
-            memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, text_len=config["max_text_len"],
+            memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, max_text_len=config["max_text_len"],
             vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
         )
 
@@ -123,10 +124,10 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
                   {n: cache("cache_len") for n in cache_names("present_cross", lc)}),
         GraphSpec("context_decoder",
                   {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
-                   **{n: cache(dims.text_len) for n in cache_names("past", lc)},
+                   **{n: cache("text_cache_len") for n in cache_names("past", lc)},
                    **{n: cache("cache_len") for n in cache_names("cross", lc)}},
                   {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
-                   **{n: cache(dims.text_len) for n in cache_names("present", lc)}}),
+                   **{n: cache("text_cache_len") for n in cache_names("present", lc)}}),
     ]
     return {s.name: s for s in specs}
 

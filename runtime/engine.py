@@ -180,16 +180,21 @@ class NumpyEngine:
 
     # -- questions --------------------------------------------------------------------------
 
-    def prefill(self, states: Sequence[StreamState], prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, TextBatch]:
+    def prefill(self, states: Sequence[StreamState], prompts: Sequence[Sequence[int]], text_cache_len: int | None = None
+                ) -> tuple[np.ndarray, TextBatch]:
         """N prompts (row i about states[i], which has a chunk) -> logits of each prompt's last token
-        (N, V) f32 and the TextBatch to decode from. Shorter prompts are padded at the end."""
+        (N, V) f32 and the TextBatch to decode from. Shorter prompts are padded at the end.
+        text_cache_len: positions of the self cache (all that prompt + answer tokens reach; default
+        max_text_len): every decoding step of this batch then has this shape."""
         n, longest = len(prompts), max(len(p) for p in prompts)
+        text_cache_len = text_cache_len or self.dims.max_text_len
+        assert longest <= text_cache_len <= self.dims.max_text_len
         tokens = np.zeros((n, longest), np.int64)  # (N, T), pad id 0
         for i, p in enumerate(prompts):
             tokens[i, : len(p)] = p
         lengths = np.array([len(p) for p in prompts], np.int64)
         text = TextBatch(
-            past={name: np.zeros((n, self.dims.heads, self.dims.text_len, self.dims.head_dim), np.float32)
+            past={name: np.zeros((n, self.dims.heads, text_cache_len, self.dims.head_dim), np.float32)
                   for name in self._text.values()},
             position=np.zeros(n, np.int64),
             cross=self._gather(states, "cross"),
@@ -207,11 +212,15 @@ class NumpyEngine:
 
     def _text_step(self, text: TextBatch, tokens: np.ndarray) -> tuple[np.ndarray, TextBatch]:
         # Rows that are done keep stepping until the batch is compacted; they must stay inside the cache.
-        position = np.minimum(text.position, self.dims.text_len - tokens.shape[1])
+        position = np.minimum(text.position, self._text_cache_len(text) - tokens.shape[1])
         out = self._run("context_decoder", {"tokens": tokens, "text_position": position, "chunks_seen": text.chunks_seen,
                                             **text.past, **text.cross})
         past = {past: out[present] for present, past in self._text.items()}
         return self.logits_to_host(out["logits"]), TextBatch(past, text.position, text.cross, text.chunks_seen)
+
+    def _text_cache_len(self, text: TextBatch) -> int:
+        value = next(iter(text.past.values()))
+        return (value.shape() if callable(value.shape) else value.shape)[2]
 
     def select(self, text: TextBatch, rows: np.ndarray) -> TextBatch:
         """The TextBatch of `rows` only (questions still being answered)."""

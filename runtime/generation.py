@@ -18,6 +18,9 @@ import numpy as np
 from mirasol_edge.runtime import tokenizer
 
 
+TEXT_CACHE_STEP = 16  # text self caches are sized in steps of this many positions
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     max_new_tokens: int | None = None  # None: the bundle's runtime default
@@ -105,7 +108,11 @@ def generate(engine, states, prompts: list[list[int]], options: list[GenerationO
         return
     rngs = [np.random.default_rng(o.seed) if o.temperature > 0 else None for o in options]
     greedy = all(o.temperature == 0 for o in options)
-    logits, text = engine.prefill([states[i] for i in rows], [prompts[i] for i in rows])
+    # The self cache holds what this batch's prompts and answers reach (a multiple of 16, for few
+    # distinct shapes): attention and cache writes cost what the questions need, not max_text_len.
+    reach = max(len(prompts[i]) + budget[i] for i in rows)
+    cache_len = min(max_text_len, -(-reach // TEXT_CACHE_STEP) * TEXT_CACHE_STEP)
+    logits, text = engine.prefill([states[i] for i in rows], [prompts[i] for i in rows], cache_len)
     live = np.ones(len(rows), bool)  # rows still answering
     made = np.zeros(len(options), int)
     while True:

@@ -66,7 +66,7 @@ def test_graphs_follow_the_contract_and_carry_their_metadata(exported):
     assert (frames.name, frames.type) == ("frames", "tensor(uint8)")
     context = {i.name: i.shape for i in s["context_decoder"].get_inputs()}
     assert list(context) == ["tokens", "text_position", "chunks_seen", "past_key.0", "past_value.0", "cross_key.0", "cross_value.0"]
-    assert context["past_key.0"] == ["batch", h, cfg.max_text_len, cfg.d_model // h]
+    assert context["past_key.0"] == ["batch", h, "text_cache_len", cfg.d_model // h]
     props = {p.key: p.value for p in onnx.load(str(bundle / "combiner.onnx")).metadata_props}
     assert props["format"] == FORMAT and props["component"] == "combiner"
     assert json.loads(props["config"]) == cfg.to_dict()

@@ -51,7 +51,7 @@ class CountingEngine:
     def __init__(self, lengths):
         self.lengths, self.batches = lengths, []
 
-    def prefill(self, states, prompts):
+    def prefill(self, states, prompts, text_cache_len):
         text = {"request": np.array(states), "step": np.zeros(len(states), int)}
         return self._logits(text), text
 
