@@ -34,6 +34,7 @@ from mirasol_edge.runtime.generation import GenerationOptions, generate
 DISTINCT_CHUNKS = 16  # distinct inputs cycled through the long run (keeps memory flat and inputs equal)
 QUESTION = "what colour is the first shape?"
 BATCH_STEPS = 8  # chunks per stream in the batched comparison (after one warm-up chunk)
+FLAT_PUSHES = 60  # chunks pushed to each of an old and a new stream, in turn, to compare their cost
 
 
 def _rss_mb() -> float:
@@ -142,9 +143,26 @@ def bench_ort(bundle_path, inputs, chunks: int, tokens: int, setup: OrtSetup, pr
         rss.append(_rss_mb())
         bar(k + 1)
     per_stage = {name: logs[name][:chunks] for name in STAGES}
-    return {"label": f"ort-{runtime.bundle.precision}", "stages": per_stage, "total": totals, "rss_mb": rss,
+    flat = _late_over_early(stream, inputs)
+    return {"label": f"ort-{runtime.bundle.precision}", "stages": per_stage, "total": totals, "rss_mb": rss, "flat": flat,
             "text": ort_text(runtime, [stream], tokens), "state_bytes": runtime.state_bytes(),
             "providers": sorted({p for ps in runtime.active_providers().values() for p in ps[:1]})}
+
+
+def _late_over_early(old, inputs, pushes: int = FLAT_PUSHES) -> float:
+    """The `old` stream (at chunk `chunks`) against a new one from chunk 10 on, pushed in turn, one
+    chunk each: median time per chunk of the old over the new. Taken side by side, so the machine's
+    drift over a long run (on a shared machine, +-30 % between 50-chunk stretches) cancels."""
+    new = old.runtime.create_stream()
+    for k in range(10):
+        new.push(*inputs[k % len(inputs)])
+    times = {"old": [], "new": []}
+    for k in range(pushes):
+        for name, stream in (("old", old), ("new", new)) if k % 2 else (("new", new), ("old", old)):
+            start = time.perf_counter()
+            stream.push(*inputs[k % len(inputs)])
+            times[name].append(time.perf_counter() - start)
+    return float(np.median(times["old"]) / np.median(times["new"]))
 
 
 def _timed_generate(runtime, streams, tokens: int) -> tuple[float, list[float]]:
@@ -396,7 +414,7 @@ def _engine_report(e: dict, chunk_seconds: float) -> dict:
     stages = {name: {"first_ms": times[0] * 1e3, **_summary(times[1:])} for name, times in e["stages"].items()}
     warm = e["total"][1:]
     n = len(e["total"])
-    # around chunk 10 against the last chunks: medians of 50 chunks each (10 were too few on a noisy machine)
+    # around chunk 10 against the last chunks, one after the other (torch) or side by side (ORT: "flat")
     span = 50 if n >= 110 else 10
     early = np.median(e["total"][5 : 5 + span]) if n > 5 + span else np.median(warm)
     late = np.median(e["total"][-span:])
@@ -407,7 +425,7 @@ def _engine_report(e: dict, chunk_seconds: float) -> dict:
         "stages": stages,
         "chunk": {"first_ms": e["total"][0] * 1e3, **_summary(warm)},
         "real_time_factor": float(np.median(warm)) / chunk_seconds,
-        "late_over_early": float(late / early),
+        "late_over_early": e.get("flat", float(late / early)),
         "rss_mb": {"after_first": e["rss_mb"][0], "at_10": e["rss_mb"][min(10, n - 1)], "last": e["rss_mb"][-1], "max": max(e["rss_mb"])},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "text": {"ttft_ms": text["ttft"] * 1e3, "token_cached": _summary(text["token_cached"]),
