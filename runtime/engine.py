@@ -24,6 +24,7 @@ import numpy as np
 from mirasol_edge.runtime import contract
 from mirasol_edge.runtime.bundle import Bundle, BundleError
 
+CROSS_SLOT_STEP = 4  # questions attend to the filled cross slots, counted in steps of this many chunks
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
 
 
@@ -197,12 +198,25 @@ class NumpyEngine:
             past={name: np.zeros((n, self.dims.heads, text_cache_len, self.dims.head_dim), np.float32)
                   for name in self._text.values()},
             position=np.zeros(n, np.int64),
-            cross=self._gather(states, "cross"),
+            cross=self._filled_cross(states),
             chunks_seen=np.array([s.chunks for s in states], np.int64),
         )
         logits, text = self._text_step(text, tokens)  # (N, T, V)
         text.position = lengths
         return logits[np.arange(n), lengths - 1], text
+
+    def _filled_cross(self, states: Sequence[StreamState]) -> dict[str, Any]:
+        """The N states' cross caches, cut to the ring slots any of them has filled (in steps of
+        CROSS_SLOT_STEP): a question about a 10-chunk clip attends to 12 slots, not the whole
+        window. Slots fill from the first, so the cut keeps every filled one; shapes stay fixed for
+        all the steps of one batch of questions."""
+        cross = self._gather(states, "cross")
+        slots = self.cache_len // self.dims.latents
+        filled = -(-max(min(s.chunks, slots) for s in states) // CROSS_SLOT_STEP) * CROSS_SLOT_STEP
+        if filled >= slots:
+            return cross
+        keep = filled * self.dims.latents  # (N, h, C, hd) -> (N, h, keep, hd)
+        return {n: np.ascontiguousarray(v[:, :, :keep]) for n, v in cross.items()}
 
     def decode_one_token(self, text: TextBatch, tokens: np.ndarray) -> tuple[np.ndarray, TextBatch]:
         """tokens (N,) int64, one per row, at each row's position -> logits (N, V) f32 and the TextBatch after them."""
@@ -268,6 +282,9 @@ class BoundEngine(NumpyEngine):
 
     def _row(self, value, i: int):
         return self._host(value)[i]
+
+    def _filled_cross(self, states: Sequence[StreamState]) -> dict[str, Any]:
+        return self._gather(states, "cross")  # cutting would be a host round trip: the whole ring, on the device
 
     def _take(self, value, rows: np.ndarray):
         return self._device(self._host(value)[rows])
