@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from mirasol_edge.runtime.bundle import FORMAT, MANIFEST, sha256_of
+from mirasol_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, bundle_file, sha256_of
 from mirasol_edge.runtime.bundle import read_manifest as read_manifest_file
 
 __all__ = ["FORMAT", "MANIFEST", "file_entry", "write_manifest", "read_manifest", "check_files", "verify_manifest"]
@@ -40,15 +40,20 @@ def read_manifest(bundle: str | os.PathLike) -> dict:
 
 
 def check_files(bundle: str | os.PathLike, manifest: dict) -> dict[str, str]:
-    """Every file the manifest lists -> "ok", "missing" or "changed" (its sha256 differs)."""
+    """Every file the manifest lists -> "ok", "missing", "changed" (size or sha256 differs) or
+    "outside" (the name leads out of the bundle: never opened)."""
     root = Path(bundle)
     status = {}
     for name, entry in manifest["files"].items():
-        path = root / name
+        try:
+            path = bundle_file(root, name)
+        except BundleError:
+            status[str(name)] = "outside"
+            continue
         if not path.is_file():
             status[name] = "missing"
-        elif path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
-            status[name] = "changed"
+        elif not isinstance(entry, dict) or path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
+            status[name] = "changed"  # the size first: a huge file that is not ours is never hashed
         else:
             status[name] = "ok"
     return status
@@ -64,6 +69,6 @@ def verify_manifest(bundle: str | os.PathLike) -> dict:
     if bad:
         name, status = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        what = "is missing" if status == "missing" else "has changed since export (sha256 differs)"
+        what = {"missing": "is missing", "outside": "is not inside the bundle"}.get(status, "has changed since export (sha256 differs)")
         raise ValueError(f"bundle file {Path(bundle) / name} {what}{more}; re-export or re-copy the whole bundle.")
     return manifest

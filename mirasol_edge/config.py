@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from mirasol_edge.runtime.chunking import ChunkSpec
+from mirasol_edge.runtime.contract import config_faults
 from mirasol_edge.runtime.tokenizer import VOCAB_SIZE
 
 
@@ -79,14 +80,22 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        d = dict(d)
+        """The config of a checkpoint or bundle; ValueError, in one sentence, for one that cannot be built."""
+        faults = config_faults(d)
+        if faults:
+            raise ValueError(faults[0])
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         return cls(
-            chunk=ChunkSpec(**d.pop("chunk")),
-            audio=AudioConfig(**d.pop("audio")),
-            video=VideoConfig(**d.pop("video")),
-            combiner=CombinerConfig(**d.pop("combiner")),
+            chunk=ChunkSpec(**_known(ChunkSpec, d.pop("chunk"))),
+            audio=AudioConfig(**_known(AudioConfig, d.pop("audio"))),
+            video=VideoConfig(**_known(VideoConfig, d.pop("video"))),
+            combiner=CombinerConfig(**_known(CombinerConfig, d.pop("combiner"))),
             **{k: tuple(v) if k == "event_classes" else v for k, v in d.items()},
         )
+
+
+def _known(cls, d: dict) -> dict:
+    return {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
 
 
 def _preset(name: str) -> ModelConfig:

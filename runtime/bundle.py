@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.chunking import ChunkSpec
@@ -61,44 +61,119 @@ class Bundle:
         return int(defaults.get("max_new_tokens", 16))
 
     def file(self, component: str) -> Path:
-        return self.path / self.manifest["components"][component]["file"]
+        return bundle_file(self.path, self.manifest["components"][component]["file"])
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read `path`/manifest.json, check the format version and (if verify) every file's sha256.
+    """Read `path`/manifest.json, check it (manifest_faults), and (if verify) every file's sha256.
 
     Raises BundleError, in one sentence naming the file, for a missing directory or file, an
-    unreadable manifest, an unknown format version, a missing component or a changed byte.
+    unreadable or invalid manifest, an unknown format version, a file outside the bundle, or a
+    changed byte. Every file is checked to lie inside the bundle before anything is opened.
     """
     root = Path(path)
     if not root.is_dir():
         what = "is a file, not a bundle directory" if root.exists() else "does not exist"
         raise BundleError(f"bundle {root} {what}; pass the directory written by `mirasol-edge export`.")
     manifest = read_manifest(root / MANIFEST)
-    components = manifest.get("components")
-    if not isinstance(components, dict):
-        raise BundleError(f"{root / MANIFEST} lists no components; re-export the bundle.")
-    expected: dict[str, str] = {}  # file -> sha256: the graphs, and any external weights the manifest lists
-    for name in COMPONENTS:
-        entry = components.get(name)
-        if not isinstance(entry, dict) or "file" not in entry:
-            raise BundleError(f"{root / MANIFEST} has no '{name}' component; re-export the bundle.")
-        expected[entry["file"]] = str(entry.get("sha256", ""))
-    for name, entry in (manifest.get("files") or {}).items():
-        expected.setdefault(name, str(entry.get("sha256", "")) if isinstance(entry, dict) else "")
-    for name, digest in expected.items():
-        file = root / name
+    faults = manifest_faults(manifest)
+    if faults:
+        raise BundleError(f"bundle manifest {root / MANIFEST} is invalid: {faults[0]}; re-export the bundle.")
+    files = {name: bundle_file(root, name) for name in manifest["files"]}  # all checked before any is opened
+    for name, file in files.items():
+        entry = manifest["files"][name]
         if not file.is_file():
             raise BundleError(f"bundle file {file} is missing; copy the whole bundle directory or re-export it.")
         if verify:
-            actual = sha256_of(file)
-            if actual != digest.lower():
+            if file.stat().st_size != entry["bytes"] or sha256_of(file) != entry["sha256"].lower():
                 raise BundleError(
-                    f"bundle file {file} has changed since export (its sha256 differs from the manifest's); "
+                    f"bundle file {file} has changed since export (its size or sha256 differs from the manifest's); "
                     f"the file is corrupt or was edited: re-export or re-copy the whole bundle."
                 )
     _check_tokenizer(manifest, root)
     return Bundle(path=root, manifest=manifest, chunk=_chunk_spec(manifest, root))
+
+
+def bundle_file(root: Path, name) -> Path:
+    """The file a manifest names, as a path inside `root`; nothing is opened.
+
+    BundleError unless `name` is a relative path of plain parts that stays inside the bundle
+    directory once symlinks are followed: a manifest may not point at /etc/passwd, ../secret or
+    a link leaving the bundle.
+    """
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if (not parts or "\0" in name or "\\" in name or PurePosixPath(name).is_absolute()
+            or any(p in ("..", ".") for p in parts)):
+        raise BundleError(f"bundle manifest {root / MANIFEST} names {name!r}, which is not a file inside the bundle; re-export the bundle.")
+    file = root.joinpath(*parts)
+    if not file.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"bundle file {file} leads outside the bundle directory (a link); copy the real file into the bundle or re-export it.")
+    return file
+
+
+def manifest_faults(manifest: dict) -> list[str]:
+    """What is wrong with a manifest of this format, one sentence each; [] if nothing. Nothing is opened."""
+    from mirasol_edge.runtime import contract
+
+    faults = contract.config_faults(manifest.get("config"))
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        faults.append("it lists no 'files'")
+        files = {}
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and _is_sha256(entry.get("sha256")) and _is_count(entry.get("bytes"))):
+            faults.append(f"its entry for file {name!r} is not {{sha256, bytes}}")
+    components = manifest.get("components")
+    if not isinstance(components, dict):
+        return faults + ["it lists no 'components'"]
+    specs = None
+    if not faults:
+        video = components.get("video_extractor", {})
+        nv = _get(video, "outputs", "video_tokens", "shape")
+        specs = contract.graph_specs(contract.Dims.from_config(manifest["config"], nv[1] if _is_shape(nv) and isinstance(nv[1], int) else None))
+    for name in COMPONENTS:
+        entry = components.get(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            faults.append(f"it has no '{name}' component")
+            continue
+        if entry["file"] not in files or entry.get("sha256") != files[entry["file"]].get("sha256"):
+            faults.append(f"its '{name}' file {entry['file']!r} is not among its files with the same sha256")
+        for extra in entry.get("external_data") or []:
+            if not isinstance(extra, dict) or extra.get("file") not in files:
+                faults.append(f"its '{name}' external data is not among its files")
+        if specs is not None:
+            for kind in ("inputs", "outputs"):
+                want = {n: t.to_dict() for n, t in getattr(specs[name], kind).items()}
+                if entry.get(kind) != want:
+                    faults.append(f"its '{name}' {kind} differ from what its config implies (docs/bundle.md)")
+    chunk, config = manifest.get("chunk"), manifest.get("config")
+    if isinstance(chunk, dict) and isinstance(config, dict) and any(chunk.get(k) != v for k, v in (config.get("chunk") or {}).items()):
+        faults.append("its chunk spec differs from its model config's")
+    defaults = manifest.get("runtime_defaults", {})
+    max_text = config.get("max_text_len") if isinstance(config, dict) else None
+    for key, high in (("temporal_window", contract.MAX_DIM), ("max_new_tokens", max_text if isinstance(max_text, int) else 1)):
+        value = defaults.get(key) if isinstance(defaults, dict) else None
+        if value is not None and not (_is_count(value) and 1 <= value <= high):
+            faults.append(f"its runtime_defaults.{key} is {value!r}, outside 1..{high}")
+    return faults
+
+
+def _get(d, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, list) and len(value) > 1
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def sha256_of(path: Path) -> str:

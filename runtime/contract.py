@@ -146,3 +146,66 @@ def cross_state(dims: Dims) -> dict[str, str]:
 def text_state(dims: Dims) -> dict[str, str]:
     """context_decoder outputs -> its inputs at the next token."""
     return dict(zip(cache_names("present", dims.context_layers), cache_names("past", dims.context_layers)))
+
+
+# -- what a config and a manifest must hold (one sentence per fault) ------------------------------
+
+MAX_DIM = 1 << 16  # widths, token counts, windows: far past any preset, far below what would exhaust memory
+_SECTIONS = {  # section -> field -> (type, low, high); None: the top level
+    "chunk": {"chunk_seconds": (float, 1e-3, 3600.0), "fps": (int, 1, 1000), "frame_size": (int, 8, 4096),
+              "sample_rate": (int, 1000, 384_000)},
+    "audio": {"n_mels": (int, 1, 1024), "n_fft": (int, 16, 1 << 15), "hop_length": (int, 1, 1 << 15),
+              "patch_mels": (int, 1, 1024), "patch_frames": (int, 1, 4096), "layers": (int, 0, 256)},
+    "video": {"tubelet_frames": (int, 1, 1024), "patch_size": (int, 4, 4096), "layers": (int, 0, 256), "backbone": (str, None, None)},
+    "combiner": {"kind": (str, None, None), "latents": (int, 1, 4096), "layers": (int, 0, 256), "memory": (int, 1, 4096)},
+    None: {"d_model": (int, 1, MAX_DIM), "n_heads": (int, 1, 1024), "mlp_ratio": (int, 1, 64), "temporal_layers": (int, 1, 256),
+           "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
+           "vocab_size": (int, 1, MAX_DIM)},
+}
+
+
+def config_faults(config) -> list[str]:
+    """What is wrong with a model config dict (ModelConfig.to_dict()), one sentence each; [] if nothing.
+
+    Types, ranges and the consistency the model's shapes need; used for bundles and checkpoints alike,
+    so a hand-edited config is refused with a reason instead of failing somewhere inside.
+    """
+    if not isinstance(config, dict):
+        return [f"the model config is {type(config).__name__}, not a mapping"]
+    faults = []
+    for section, fields in _SECTIONS.items():
+        where = config if section is None else config.get(section)
+        if not isinstance(where, dict):
+            faults.append(f"the model config has no '{section}' section")
+            continue
+        for name, (kind, low, high) in fields.items():
+            label = name if section is None else f"{section}.{name}"
+            value = where.get(name)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                faults.append(f"config {label} is {value!r}, not a{'n' if kind is int else ''} {kind.__name__}")
+            elif low is not None and not low <= value <= high:  # NaN fails this too
+                faults.append(f"config {label} is {value!r}, outside {low}..{high}")
+    if faults:
+        return faults
+    chunk, audio, video, combiner = config["chunk"], config["audio"], config["video"], config["combiner"]
+    for what, per_second in (("fps", chunk["fps"]), ("sample_rate", chunk["sample_rate"])):
+        count = chunk["chunk_seconds"] * per_second
+        if abs(count - round(count)) > 1e-6 or round(count) < 1:
+            faults.append(f"config chunk.chunk_seconds x chunk.{what} is {count:g}, not a whole number of samples")
+    if faults:
+        return faults
+    frames = round(chunk["chunk_seconds"] * chunk["fps"])
+    checks = [
+        (config["d_model"] % config["n_heads"] == 0, "config d_model must be a multiple of n_heads"),
+        (combiner["kind"] in ("transformer", "ttm"), f"config combiner.kind is {combiner['kind']!r}, not transformer or ttm"),
+        (video["backbone"] in ("tubelet", "r3d_18", "mc3_18", "r2plus1d_18"), f"config video.backbone {video['backbone']!r} is unknown"),
+        (frames % video["tubelet_frames"] == 0, "config video.tubelet_frames must divide the frames of a chunk"),
+        (chunk["frame_size"] % video["patch_size"] == 0, "config video.patch_size must divide chunk.frame_size"),
+        (video["patch_size"] % 4 == 0, "config video.patch_size must be a multiple of 4 (the stem downsamples 4x)"),
+        (audio["n_mels"] % audio["patch_mels"] == 0, "config audio.patch_mels must divide audio.n_mels"),
+        (round(chunk["chunk_seconds"] * chunk["sample_rate"]) // audio["hop_length"] + 1 >= audio["patch_frames"],
+         "config audio.patch_frames is longer than a chunk's spectrogram"),
+    ]
+    return [message for ok, message in checks if not ok]

@@ -16,6 +16,7 @@ Engines hold no per-stream state: one engine serves many streams from many threa
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -74,6 +75,14 @@ def check_sessions(sessions: dict, bundle: Bundle) -> contract.Dims:
         raise BundleError(f"{bundle.path / 'manifest.json'} has an incomplete model config ({e!r}); re-export the bundle.") from None
     for name, spec in contract.graph_specs(dims).items():
         session = sessions[name]
+        exported = session.get_modelmeta().custom_metadata_map.get("config")
+        try:
+            same = exported is None or json.loads(exported) == bundle.config
+        except ValueError:
+            same = False
+        if not same:  # a manifest edited after export would make the runtime feed the graphs wrong shapes
+            raise BundleError(f"{bundle.file(name)} was exported with another model config than the bundle manifest's; "
+                              f"re-export the bundle.")
         for kind, want, have in (("input", spec.inputs, session.get_inputs()), ("output", spec.outputs, session.get_outputs())):
             have = {a.name: a for a in have}
             for tensor, t in want.items():
@@ -105,7 +114,10 @@ class NumpyEngine:
 
     def _run(self, component: str, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
         outputs = outputs or self._outputs[component]
-        return dict(zip(outputs, self.sessions[component].run(outputs, feeds)))
+        try:
+            return dict(zip(outputs, self.sessions[component].run(outputs, feeds)))
+        except Exception as e:  # ONNX Runtime's own error classes: the bundle and this runtime disagree
+            raise _run_error(component, e) from None
 
     def _stack(self, rows: list, shape: tuple) -> Any:
         """Rows of `shape` (None: zeros, a new stream) -> one (N, *shape) value."""
@@ -268,7 +280,10 @@ class BoundEngine(NumpyEngine):
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name in outputs:
             binding.bind_output(name, "cpu" if name == "logits" else self.device, self.device_id)
-        session.run_with_iobinding(binding)
+        try:
+            session.run_with_iobinding(binding)
+        except Exception as e:
+            raise _run_error(component, e) from None
         return dict(zip(outputs, binding.get_outputs()))
 
     def _host(self, value) -> np.ndarray:
@@ -291,6 +306,11 @@ class BoundEngine(NumpyEngine):
 
     def logits_to_host(self, logits) -> np.ndarray:
         return self._host(logits)
+
+
+def _run_error(component: str, e: Exception) -> BundleError:
+    first = (str(e).strip() or type(e).__name__).splitlines()[0][:300]
+    return BundleError(f"ONNX Runtime failed to run {component} ({first}); the bundle does not match this runtime: re-export it.")
 
 
 def check_same_types(sessions: dict, dims: contract.Dims) -> None:

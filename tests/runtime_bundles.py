@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def _kept(name: str, make, train=None) -> tuple:
         warnings.simplefilter("ignore")
         export_bundle(model, work / "bundle", precision="fp32", validate=False)
     torch.save(model.state_dict(), work / "model.pt")
-    for stale in home.parent.glob(f"{name}-*"):  # builds from older sources, and a broken one here
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in home.parent.glob(f"{name}-*"):  # builds from older sources, and a broken one here,
+        if time.time() - stale.stat().st_mtime > 3600:  # but not another checkout's, built for a test run now
+            shutil.rmtree(stale, ignore_errors=True)
     try:
         os.replace(work, home)
     except OSError:  # another test run kept the same build meanwhile: use ours from where it is

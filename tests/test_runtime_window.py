@@ -60,7 +60,7 @@ def test_a_runtime_window_can_be_set_smaller(model_and_runtime):
     keep = 3 * runtime.dims.latents
     assert stream.cache_lengths() == {"temporal": keep, "cross": keep}
     assert stream.arrays()["cross_key.0"].shape[1] == keep
-    with pytest.raises(ValueError, match="at least 1 chunk"):
+    with pytest.raises(ValueError, match="between 1 and"):
         Runtime.load(bundle, temporal_window=0)
 
 
