@@ -31,6 +31,7 @@ class Stream:
         self.runtime = runtime
         self._push_lock = threading.Lock()  # pushes to one stream from several threads stay in order
         self._state = StreamState()
+        self.decode_report = None  # media.DecodeReport of the last source pushed: complete or not, and why
 
     # -- media in ---------------------------------------------------------------------
 
@@ -58,9 +59,14 @@ class Stream:
         cannot be decoded."""
         from mirasol_edge.runtime.media import iter_chunks, prefetch
 
-        for frames, waveform in prefetch(iter_chunks(source, self.runtime.chunk, skip_nonref=skip_nonref)):
-            self.push(frames, waveform)
-            yield self.chunks
+        chunks = prefetch(iter_chunks(source, self.runtime.chunk, skip_nonref=skip_nonref))
+        try:
+            for frames, waveform in chunks:
+                self.push(frames, waveform)
+                yield self.chunks
+        finally:
+            chunks.close()
+            self.decode_report = chunks.report
 
     def push_source(self, source: str | os.PathLike, skip_nonref: bool = False) -> int:
         """Push every chunk of `source`; returns the number pushed."""

@@ -89,3 +89,12 @@ def tone(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5) 
     """(round(seconds * sample_rate),) float32 sine tone."""
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+
+
+def color_of(frame: np.ndarray) -> tuple[int, int, int]:
+    """The nearest of red/blue/green to a frame's mean colour."""
+    mean = frame.reshape(-1, 3).mean(0)
+    return min((RED, BLUE, GREEN), key=lambda c: np.abs(mean - c).sum())

@@ -11,21 +11,15 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from media_fixtures import solid_frames, tone, write_media  # noqa: E402
+from media_fixtures import BLUE, GREEN, RED, color_of, solid_frames, tone, write_media  # noqa: E402
 
 from mirasol_edge.runtime.chunking import ChunkSpec  # noqa: E402
 from mirasol_edge.runtime.media import MediaError, MediaWarning, iter_chunks, probe, read_clip  # noqa: E402
 
 SPEC = ChunkSpec(chunk_seconds=1.0, fps=4, frame_size=32, sample_rate=16_000)
-RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 # Written at 10 fps, 48x64 (not square), read at 4 fps, 32x32: resampling is exercised.
 SRC_FPS, SRC_H, SRC_W = 10, 48, 64
 
-
-def _color_of(frame: np.ndarray) -> tuple[int, int, int]:
-    """The nearest of red/blue/green to a frame's mean colour."""
-    mean = frame.reshape(-1, 3).mean(0)
-    return min((RED, BLUE, GREEN), key=lambda c: np.abs(mean - c).sum())
 
 
 def _peak_hz(wave: np.ndarray, rate: int) -> float:
@@ -58,7 +52,7 @@ def test_decodes_containers_and_codecs_into_aligned_chunks(tmp_path, name, vcode
     assert wave.shape == (3, 16_000) and wave.dtype == np.float32
     # Second k of the source is one solid colour: every frame of chunk k shows it.
     for k, color in enumerate([RED, BLUE, GREEN]):
-        assert [_color_of(f) for f in frames[k]] == [color] * 4, f"chunk {k}"
+        assert [color_of(f) for f in frames[k]] == [color] * 4, f"chunk {k}"
     # A 440 Hz tone at amplitude 0.5 (rms 0.35) survives resampling in every chunk.
     for k in range(3):
         assert abs(_peak_hz(wave[k], SPEC.sample_rate) - 440) < 5
@@ -97,7 +91,7 @@ def test_live_source_yields_before_the_stream_ends(tmp_path):
     rest = list(chunks)
     writer.join(timeout=10)
     assert first_arrived_early == [True]
-    assert _color_of(first[0][0]) == RED and len(rest) == 2
+    assert color_of(first[0][0]) == RED and len(rest) == 2
 
 
 def test_no_audio_track_gives_silence_and_a_warning(tmp_path):
@@ -126,7 +120,7 @@ def test_time_zero_is_the_first_video_frame(tmp_path):
     times = [0.5 + i / SRC_FPS for i in range(len(frames))]
     path = write_media(tmp_path / "late_video.mkv", frames, SRC_FPS, wave, 48_000, acodec="libopus", frame_times=times)
     got, audio = read_clip(path, SPEC)
-    assert got.shape[0] == 2 and _color_of(got[0, 0]) == RED
+    assert got.shape[0] == 2 and color_of(got[0, 0]) == RED
     # 0.1 s windows: the tone (mean |x| about 0.32) fills chunk 0 from its first samples.
     assert (np.abs(audio).reshape(2, 10, -1).mean(-1) > 0.25).all()
 
@@ -138,7 +132,7 @@ def test_trailing_partial_chunk_follows_the_chunking_rule(tmp_path, source_frame
     assert frames.shape[0] == wave.shape[0] == expected_chunks
     if expected_chunks == 3:  # 2.75 s -> 11 frames: 3 real + 1 repeat; 0.75 s audio + silence
         last = frames[2]
-        assert np.array_equal(last[3], last[2]) and _color_of(last[2]) == GREEN
+        assert np.array_equal(last[3], last[2]) and color_of(last[2]) == GREEN
         assert np.abs(wave[2, :11_000]).mean() > 0.2 and not wave[2, 13_000:].any()
 
 
@@ -156,7 +150,7 @@ def test_variable_frame_rate_picks_latest_frame_at_each_time(tmp_path):
     with pytest.warns(MediaWarning):
         got, _ = read_clip(path, SPEC)
     # output times 0, .25, .5 | .75, 1, 1.25 | 1.5, 1.75
-    assert [_color_of(f) for f in got.reshape(-1, 32, 32, 3)] == [RED] * 3 + [GREEN] * 3 + [BLUE] * 2
+    assert [color_of(f) for f in got.reshape(-1, 32, 32, 3)] == [RED] * 3 + [GREEN] * 3 + [BLUE] * 2
 
 
 def test_frames_are_center_cropped_then_resized(tmp_path):
@@ -179,7 +173,7 @@ def test_display_rotation_is_applied(tmp_path):
     with pytest.warns(MediaWarning):
         got, _ = read_clip(path, SPEC)
     # Rotated 90 degrees counter-clockwise for display: the left half ends up at the bottom.
-    assert _color_of(got[0, 0, :12]) == BLUE and _color_of(got[0, 0, -12:]) == RED
+    assert color_of(got[0, 0, :12]) == BLUE and color_of(got[0, 0, -12:]) == RED
 
 
 def test_zero_decodable_frames_raise_naming_the_file(tmp_path):

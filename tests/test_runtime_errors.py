@@ -232,12 +232,38 @@ def test_cli_ask_and_stream_answer(bundle, clip_mp4, runtime):
     assert code == 0, err
     report = json.loads(out)
     assert report["chunks"] == 4 and [a["answer"] for a in report["answers"]] == expected
+    assert report["complete"] is True and report["incomplete_reason"] is None
     code, out, err = cli("stream", bundle, clip_mp4, "-q", "what shape is shown first?", "--every", "3", "--json")
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1] == {"chunks": 4, "complete": True, "incomplete_reason": None}
+    events = events[:-1]
     assert [e["chunk"] for e in events if "question" not in e] == [1, 2, 3, 4]
     answers = [e for e in events if "question" in e]
     assert [e["chunk"] for e in answers] == [3, 4] and answers[-1]["answer"] == expected[0]
     code, out, err = cli("stream", bundle, clip_mp4, "-q", "what shape is shown first?", "--every", "2")
     assert code == 0, err
     assert out.count("decode+push") == 4 and out.count(f"A: {expected[0]}") == 2
+
+
+def test_a_source_that_ends_early_is_answered_with_a_warning_and_marked_incomplete(bundle, tmp_path):
+    import av
+
+    clip = tmp_path / "clip.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as out:  # 4 s of noise: every frame costs bytes, so a cut lands mid-clip
+        video = out.add_stream("libx264", rate=8)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        for i in range(32):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(clip.read_bytes()[: len(clip.read_bytes()) // 2])
+    code, out, err = cli("ask", bundle, cut, "-q", "what shape is shown first?", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["complete"] is False and report["incomplete_reason"] and 0 < report["chunks"] < 4
+    assert "warning:" in err and "cut.mkv" in err
