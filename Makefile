@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test demo bench reproduce clean
+.PHONY: test demo bench reproduce fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mirasol-edge demo
+
+# The seeded media mutation fuzz at length (make test runs 200 mutants): 3 seeds x 2000 mutants.
+FUZZ_MUTANTS ?= 2000
+fuzz: $(STAMP)
+	for seed in 1 2 3; do $(PY) tests/fuzz_media.py --mutants $(FUZZ_MUTANTS) --seed $$seed --timeout 20 || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

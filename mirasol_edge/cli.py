@@ -6,8 +6,11 @@ Errors a user can cause are printed as one sentence with a non-zero exit, never 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +37,24 @@ def user_errors(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a service manager, `kill`, a CI timeout) unwinds like Ctrl-C, so cleanups run:
+    by default it ends the process where it stands, leaving half-written output behind."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _config(preset_name: Optional[str], checkpoint: Optional[Path], combiner: Optional[str] = None):

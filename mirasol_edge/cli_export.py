@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mirasol_edge.cli import app, user_errors
+from mirasol_edge.cli import app, sigterm_as_interrupt, user_errors
 
 
 @app.command()
@@ -17,7 +17,7 @@ def export(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by mirasol-edge train or init."),
     out_dir: Path = typer.Argument(..., help="Bundle directory to write (docs/bundle.md)."),
     precision: str = typer.Option("fp32", help="fp32, fp16 (fp32 inputs/outputs) or int8 (quantised weights)."),
-    opset: Optional[int] = typer.Option(None, help="ONNX opset, 18 to 25 (default 20)."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset, 18 to 25 (default 23)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at OUT_DIR."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Check every graph against PyTorch."),
     external_data: bool = typer.Option(False, "--external-data", help="Weights in <graph>.onnx.data files even below 1.5 GiB."),
@@ -35,8 +35,9 @@ def export(
     start = time.perf_counter()
     model, _ = load_checkpoint(checkpoint)
     typer.echo(f"exporting {checkpoint} to {out_dir} ({precision}{'' if validate else ', not validated'})")
-    export_bundle(model, out_dir, precision=precision, opset=opset, validate=validate, force=force,
-                  progress=typer.echo, external_data=external_data or None)
+    with sigterm_as_interrupt():  # the partial bundle is removed on SIGTERM as on Ctrl-C
+        export_bundle(model, out_dir, precision=precision, opset=opset, validate=validate, force=force,
+                      progress=typer.echo, external_data=external_data or None)
     typer.echo(f"wrote {out_dir} in {time.perf_counter() - start:.1f} s")
 
 
@@ -45,8 +46,15 @@ def export(
 def inspect(bundle: Path = typer.Argument(..., help="Bundle directory written by mirasol-edge export.")):
     """Components, inputs/outputs, sizes, precision and opset of a bundle; checks every file's sha256."""
     from mirasol_edge.export.manifest import check_files, read_manifest
+    from mirasol_edge.runtime.bundle import manifest_faults
 
     manifest = read_manifest(bundle)
+    faults = manifest_faults(manifest)
+    if faults:  # every fault, one line each, and nothing of the manifest trusted
+        for fault in faults:
+            typer.echo(f"fault: {fault}")
+        typer.echo(f"bundle {bundle}: its manifest has {len(faults)} fault(s); re-export the bundle.")
+        raise typer.Exit(1)
     cfg, chunk = manifest["config"], manifest["chunk"]
     typer.echo(f"bundle {bundle}: {manifest['format']}, precision {manifest['precision']}, opset {manifest['opset']}")
     typer.echo(

@@ -53,23 +53,25 @@ def ask(
     shared_threads: bool = _SHARED,
 ):
     """Answer questions about a whole clip, run through a bundle with ONNX Runtime."""
-    runtime = _runtime(bundle, question, provider, threads, window, shared_threads)
+    from mirasol_edge.runtime.generation import GenerationOptions
+
+    options = GenerationOptions(max_new_tokens, temperature, top_k, top_p, seed)
+    runtime = _runtime(bundle, question, provider, threads, window, shared_threads, options)
     stream = runtime.create_stream()
     with _plain_warnings():
         start = time.perf_counter()
         chunks = stream.push_source(source, skip_nonref)
         push_seconds = time.perf_counter() - start
-    from mirasol_edge.runtime.generation import GenerationOptions
-
     start = time.perf_counter()  # every question in one batched prefill and lockstep decoding
-    texts = runtime.ask_streams([(stream, q) for q in question],
-                                GenerationOptions(max_new_tokens, temperature, top_k, top_p, seed))
+    texts = runtime.ask_streams([(stream, q) for q in question], options)
     answer_seconds = round(time.perf_counter() - start, 4)
     answers = [{"question": q, "answer": text} for q, text in zip(question, texts)]
+    report = stream.decode_report
     if json_out:
         typer.echo(json.dumps({
             "bundle": str(bundle), "source": source, "provider": provider, "chunks": chunks,
             "media_seconds": chunks * runtime.chunk.chunk_seconds, "push_seconds": round(push_seconds, 4),
+            "complete": report.complete, "incomplete_reason": report.reason,  # a damaged source is answered from what decoded
             "answer_seconds": answer_seconds, "answers": answers,
         }, ensure_ascii=False))
         return
@@ -100,7 +102,10 @@ def stream(
     """Answer questions as the chunks of a source arrive, with each chunk's latency."""
     if every < 1:
         raise ValueError(f"--every must be at least 1 chunk, got {every}.")
-    runtime = _runtime(bundle, question, provider, threads, window, shared_threads)
+    from mirasol_edge.runtime.generation import GenerationOptions
+
+    runtime = _runtime(bundle, question, provider, threads, window, shared_threads,
+                       GenerationOptions(max_new_tokens, temperature, top_k, top_p, seed))
     s = runtime.create_stream()
     seconds = runtime.chunk.chunk_seconds
 
@@ -139,15 +144,21 @@ def stream(
                 last_answered = n
         if s.chunks and last_answered != s.chunks:
             answer_all(s.chunks)
+    report = s.decode_report
+    if json_out and report is not None:  # the last line: whether the source decoded to its end
+        typer.echo(json.dumps({"chunks": report.chunks, "complete": report.complete, "incomplete_reason": report.reason}))
 
 
-def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, window: Optional[int], shared_threads: bool):
-    """Check the questions, load the bundle, and check the questions fit its text context."""
+def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, window: Optional[int], shared_threads: bool,
+             options):
+    """Check the questions and generation options, load the bundle, and check the questions fit its
+    text context: all of it before a frame is decoded."""
     from mirasol_edge.runtime.generation import check_question, prompt_ids
     from mirasol_edge.runtime.session import Runtime
 
     for q in questions:
         check_question(q)  # non-UTF-8 argv bytes: before anything is loaded
+    options.check()
     runtime = Runtime.load(bundle, provider=provider, intra_op_threads=threads, temporal_window=window,
                            thread_pool="shared" if shared_threads else "per_session")
     for q in questions:

@@ -37,6 +37,10 @@ def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
 
 
 def _set_threads(threads: Optional[int]) -> None:
+    from mirasol_edge.runtime.session import max_threads
+
+    if threads is not None and not 0 <= threads <= max_threads():
+        raise ValueError(f"--threads must be between 0 (torch's default) and {max_threads()} (4 per core), got {threads}.")
     import torch
 
     if threads:

@@ -39,6 +39,8 @@ class GenerationOptions:
             raise ValueError(f"top_k must be >= 0 (0 keeps every token), got {self.top_k}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError(f"the sampling seed must be between 0 and 2**64 - 1, got {self.seed}.")
 
 
 def check_question(question) -> str:

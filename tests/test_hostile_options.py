@@ -1,0 +1,46 @@
+"""Options are checked before anything is decoded; SIGTERM cleans up like Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runtime_bundles import trained
+from mirasol_edge.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("option, needle", [
+    (["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    (["--seed", "-1"], "seed must be between 0"),
+    (["--threads", "100000"], "thread count must be between 0"),
+    (["--temperature", "-1"], "temperature must be >= 0"),
+])
+def test_bad_options_are_refused_before_the_source_is_touched(option, needle):
+    # The source does not exist: were it decoded first, the error would be about it.
+    result = CliRunner().invoke(app, ["ask", str(trained()[1]), "/nonexistent/clip.mp4", "-q", "what?", *option])
+    assert result.exit_code == 2 and needle in result.stderr and "clip.mp4" not in result.stderr, result.stderr
+
+
+def test_sigterm_during_export_leaves_no_partial_bundle(tmp_path):
+    from mirasol_edge.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", trained()[0])
+    out = tmp_path / "out" / "bundle"
+    proc = subprocess.Popen([sys.executable, "-c", "from mirasol_edge.cli import main; main()", "export",
+                             str(tmp_path / "m.pt"), str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(600):  # until the staging directory exists: the export is under way
+        if list(out.parent.glob(".bundle.partial-*")) or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the export ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    assert not out.exists() and not list(out.parent.glob(".bundle.*")), os.listdir(out.parent)
