@@ -168,7 +168,7 @@ def _late_over_early(old, inputs, pushes: int = FLAT_PUSHES) -> float:
 def _timed_generate(runtime, streams, tokens: int) -> tuple[float, list[float]]:
     """One question per stream, exactly `tokens` tokens each (eos ignored): seconds to the first
     token (the prefill) and of each later step (one decode_one_token for every question)."""
-    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
+    prompt = tokenizer.prompt_tokens(QUESTION, runtime.bundle.max_text_len)
     options = [GenerationOptions(max_new_tokens=tokens)] * len(streams)
     steps = generate(runtime.engine, [s.state for s in streams], [prompt] * len(streams), options,
                      runtime.bundle.max_text_len, stop_at_eos=False)
@@ -184,7 +184,7 @@ def ort_text(runtime, streams, tokens: int) -> dict:
     """Time to first token, per token with the self cache, and per token recomputing the sequence."""
     ttft, cached = _timed_generate(runtime, streams, tokens)
     engine, state = runtime.engine, streams[0].state
-    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
+    prompt = tokenizer.prompt_tokens(QUESTION, runtime.bundle.max_text_len)
     recompute = []
     for n in range(1, min(tokens, runtime.bundle.max_text_len - len(prompt))):
         start = time.perf_counter()
@@ -332,7 +332,7 @@ def _torch_text(model, state, step, tokens: int) -> dict:
     import torch
 
     cfg = model.cfg
-    prompt = torch.tensor([tokenizer.encode_prompt(QUESTION, cfg.max_text_len)])
+    prompt = torch.tensor([tokenizer.prompt_tokens(QUESTION, cfg.max_text_len)])
     shape = (1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
     fresh = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(cfg.context_layers)]
     seen = torch.full((1,), state.chunks)

@@ -45,7 +45,8 @@ def main() -> None:
 
     import torch
 
-    from mirasol_edge.export import export_bundle, verify_manifest
+    from mirasol_edge.export import export_bundle
+    from mirasol_edge.runtime.bundle import verify_manifest
     from mirasol_edge.model import MirasolModel
 
     torch.manual_seed(0)

@@ -125,7 +125,7 @@ def run_case(bundle: Path, provider: str, io_binding: bool, log, batches=(32, 25
     batch = stream.state.batch
     cache_devices = sorted({device_of(v) for v in [*batch.temporal.values(), *batch.cross.values()]})
     # per token: the prompt in one prefill, then TOKENS one-token steps, eos or not (generation.generate)
-    prompt = tokenizer.encode_prompt(QUESTION, runtime.bundle.max_text_len)
+    prompt = tokenizer.prompt_tokens(QUESTION, runtime.bundle.max_text_len)
     steps = generate(runtime.engine, [stream.state], [prompt], [GenerationOptions(max_new_tokens=TOKENS)],
                      runtime.bundle.max_text_len, stop_at_eos=False)
     step_times, t = [], time.perf_counter()
@@ -135,7 +135,7 @@ def run_case(bundle: Path, provider: str, io_binding: bool, log, batches=(32, 25
     t = time.perf_counter()
     answer = stream.ask(QUESTION, max_new_tokens=16)
     ask_s = time.perf_counter() - t
-    ids = tokenizer.encode(answer)
+    ids = tokenizer.tokenize(answer)
     throughput = {}
     for n in batches:  # n streams stepped together: stream-chunks per second, i.e. real-time streams held
         try:

@@ -1,28 +1,12 @@
 """torch -> ONNX: one exporter per component, the bundle writer, validation against PyTorch.
 
-    from mirasol_edge.export import export_bundle, verify_manifest
+    from mirasol_edge.export import export_bundle
     export_bundle(model, "bundle/", precision="int8")   # see docs/bundle.md
-    verify_manifest("bundle/")                           # sha256 of every file; torch-free
 
-Names load on first use: `verify_manifest` and `read_manifest` need neither torch nor onnx.
+Bundles are read (and their files checked) by mirasol_edge.runtime.bundle, torch-free.
 """
 
-_LAZY = {
-    "export_bundle": "bundle",
-    "PRECISIONS": "bundle",
-    "ValidationError": "validate",
-    "TOLERANCES": "validate",
-    "verify_manifest": "manifest",
-    "read_manifest": "manifest",
-    "check_files": "manifest",
-}
+from mirasol_edge.export.bundle import PRECISIONS, export_bundle
+from mirasol_edge.export.validate import TOLERANCES, ValidationError
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["PRECISIONS", "TOLERANCES", "ValidationError", "export_bundle"]

@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mirasol_edge.export.components import Component, build_components, export_component
-from mirasol_edge.export.manifest import FORMAT, MANIFEST, file_entry, write_manifest
+from mirasol_edge.export.components import build_components, export_component
+from mirasol_edge.export.manifest import build_manifest, graph_metadata, write_manifest
 from mirasol_edge.model import MirasolModel
+from mirasol_edge.runtime.bundle import MANIFEST
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 18  # the dynamo exporter's own opset; older ones lack ops it emits
 MAX_OPSET = 25  # the newest the exporter converts to and onnxruntime (1.32) loads
 DEFAULT_OPSET = 23  # ONNX's fused Attention op: 1.2-1.7x faster attention steps in onnxruntime >= 1.23 (BENCHMARKS.md)
-MAX_NEW_TOKENS = 16  # the runtime's default answer length
 
 
 def export_bundle(
@@ -62,8 +62,9 @@ def export_bundle(
         _remove_dirs(created)
         raise ValueError(f"cannot write to {out.parent} ({e.strerror}); choose a writable output directory.") from None
     try:
-        results = _export_all(model, staging, precision, opset, validate, external_data, say)
-        write_manifest(staging, _manifest(model, staging, results, precision, opset))
+        graphs = _export_all(model, staging, precision, opset, validate, external_data, say)
+        tolerance = _tolerance(precision) if validate else None
+        write_manifest(staging, build_manifest(model.cfg, staging, graphs, precision, opset, tolerance))
         _swap_into_place(staging, out)
     except BaseException:  # KeyboardInterrupt included: never leave a partial bundle behind
         shutil.rmtree(staging, ignore_errors=True)
@@ -85,24 +86,32 @@ def check_export_args(out_dir: str | os.PathLike, precision: str, opset: int | N
     return opset
 
 
+def _tolerance(precision: str) -> dict:
+    from mirasol_edge.export.validate import TOLERANCES
+
+    return vars(TOLERANCES[precision])
+
+
 def _export_all(model, staging: Path, precision: str, opset: int, validate: bool, external_data, say) -> dict:
+    """Every graph exported (converted, validated) into `staging`: name -> what build_manifest takes."""
     from mirasol_edge.export import precision as variants
-    from mirasol_edge.export.validate import TOLERANCES, validate_component
+    from mirasol_edge.export.validate import validate_component
 
     work = staging / ".fp32" if precision != "fp32" else staging
     work.mkdir(exist_ok=True)
-    results = {}
+    graphs = {}
     for component in build_components(model):
         start = time.perf_counter()
         fp32_path, path = work / component.file, staging / component.file
-        external = export_component(component, fp32_path, opset, _metadata(model, component, precision, opset), external_data)
+        metadata = graph_metadata(model.cfg, component.spec, precision)
+        external = export_component(component, fp32_path, opset, metadata, external_data)
         kept = 0
         if precision == "fp16":
             kept = variants.to_fp16(fp32_path, path, external)
         elif precision == "int8":
             kept = variants.to_int8(fp32_path, path, external)
         if precision != "fp32":
-            _stamp_metadata(path, _metadata(model, component, precision, opset))
+            _stamp_metadata(path, metadata)
             for f in _graph_files(fp32_path):
                 f.unlink()
         checks = validate_component(component, path, precision) if validate else []
@@ -112,16 +121,15 @@ def _export_all(model, staging: Path, precision: str, opset: int, validate: bool
         say(f"{component.name:<18} {seconds:6.1f} s  {size / 1e6:9.2f} MB{note}" + ("  validated" if validate else ""))
         for c in checks:
             say(f"  {c.line()}")
-        results[component.name] = {
-            "component": component,
+        graphs[component.name] = {
+            "spec": component.spec,
             "files": [f.name for f in _graph_files(path)],
             "kept_fp32_nodes": kept,
-            "validation": {c.output: {"max_abs": c.max_abs, "max_rel": c.max_rel, "limit": c.limit} for c in checks},
-            "tolerance": vars(TOLERANCES[precision]) if validate else None,
+            "validation": {c.output: {"max_abs": c.max_abs, "max_rel": c.max_rel, "limit": c.limit} for c in checks} if validate else None,
         }
     if work != staging:
         shutil.rmtree(work)
-    return results
+    return graphs
 
 
 def _graph_files(path: Path) -> list[Path]:
@@ -139,22 +147,6 @@ def _graph_files(path: Path) -> list[Path]:
     return [path, *(path.parent / loc for loc in sorted(locations))]
 
 
-def _metadata(model: MirasolModel, component: Component, precision: str, opset: int) -> dict[str, str]:
-    """What a client in any language needs from one graph alone (ONNX metadata_props are strings)."""
-    cfg = model.cfg
-    return {
-        "format": FORMAT,
-        "component": component.name,
-        "precision": precision,
-        "config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "chunk": json.dumps(_chunk(cfg), sort_keys=True),
-        "tokenizer": json.dumps(_tokenizer(), sort_keys=True),
-        "runtime_defaults": json.dumps(_runtime_defaults(cfg), sort_keys=True),
-        "inputs": json.dumps({n: s.to_dict() for n, s in component.inputs.items()}),
-        "outputs": json.dumps({n: s.to_dict() for n, s in component.outputs.items()}),
-    }
-
-
 def _stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
     """Set metadata_props of a graph written by a converter (its external weights stay where they are)."""
     import onnx
@@ -163,66 +155,6 @@ def _stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata)
     onnx.save_model(model, str(path))
-
-
-def _chunk(cfg) -> dict:
-    s = cfg.chunk
-    return {**s.to_dict(), "frames_per_chunk": s.frames_per_chunk, "samples_per_chunk": s.samples_per_chunk}
-
-
-def _tokenizer() -> dict:
-    from mirasol_edge.runtime import tokenizer
-
-    return {"kind": "utf8-bytes", "vocab_size": tokenizer.VOCAB_SIZE, "pad": tokenizer.PAD, "bos": tokenizer.BOS,
-            "eos": tokenizer.EOS, "sep": tokenizer.SEP, "byte_offset": tokenizer.NUM_SPECIAL}
-
-
-def _runtime_defaults(cfg) -> dict:
-    return {"temporal_window": cfg.temporal_window, "max_new_tokens": MAX_NEW_TOKENS}
-
-
-def _manifest(model: MirasolModel, staging: Path, results: dict, precision: str, opset: int) -> dict:
-    cfg = model.cfg
-    files, components = {}, {}
-    for name, r in results.items():
-        component: Component = r["component"]
-        entries = {f: file_entry(staging / f) for f in r["files"]}
-        files.update(entries)
-        components[name] = {
-            "file": component.file,
-            "sha256": entries[component.file]["sha256"],
-            "external_data": [{"file": f, **entries[f]} for f in r["files"][1:]],
-            "inputs": {n: s.to_dict() for n, s in component.inputs.items()},
-            "outputs": {n: s.to_dict() for n, s in component.outputs.items()},
-            "precision": precision,
-            "opset": opset,
-            "kept_fp32_nodes": r["kept_fp32_nodes"],
-            "validation": {"tolerance": r["tolerance"], "outputs": r["validation"]} if r["tolerance"] else None,
-        }
-    return {
-        "format": FORMAT,
-        "config": cfg.to_dict(),
-        "chunk": _chunk(cfg),
-        "tokenizer": _tokenizer(),
-        "runtime_defaults": _runtime_defaults(cfg),
-        "precision": precision,
-        "opset": opset,
-        "producer": _versions(),
-        "components": components,
-        "files": files,  # every file of the bundle but the manifest: sha256 and size
-    }
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("mirasol-edge", "torch", "torchaudio", "onnx", "onnxscript", "onnxruntime"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = None
-    return out
 
 
 # -- the output directory ------------------------------------------------------------------------

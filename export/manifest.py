@@ -1,23 +1,69 @@
-"""A bundle's manifest.json: writing it, reading it, and checking every file's sha256.
+"""What a bundle states beside its graphs (docs/bundle.md): manifest.json, and the metadata of every graph.
 
-The format itself (version, file name, hashing, reading) is the runtime's, which this builds on:
-like the runtime, it needs neither torch nor onnx, so `mirasol-edge inspect` works without them.
+Writing only: bundles are read, and checked, by the runtime (`mirasol_edge.runtime.bundle`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from mirasol_edge.runtime.bundle import FORMAT, MANIFEST, BundleError, bundle_file, sha256_of
-from mirasol_edge.runtime.bundle import read_manifest as read_manifest_file
+from mirasol_edge.runtime.bundle import MANIFEST, media_rules, sha256_of, tokenizer_spec
+from mirasol_edge.runtime.contract import FORMAT, GraphSpec, bundle_config
 
-__all__ = ["FORMAT", "MANIFEST", "file_entry", "write_manifest", "read_manifest", "check_files", "verify_manifest"]
+MAX_NEW_TOKENS = 16  # the runtime's default answer length
 
 
-def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+def stated(cfg) -> dict:
+    """The sections a bundle states once, in its manifest, and again inside every graph (its metadata)."""
+    return {
+        "config": bundle_config(cfg.to_dict()),
+        "tokenizer": tokenizer_spec(),
+        "media": media_rules(),
+        "runtime_defaults": {"max_new_tokens": MAX_NEW_TOKENS},
+    }
+
+
+def graph_metadata(cfg, spec: GraphSpec, precision: str) -> dict[str, str]:
+    """What a client in any language needs from one graph alone (ONNX metadata_props are strings)."""
+    return {
+        "format": FORMAT,
+        "component": spec.name,
+        "precision": precision,
+        **{key: json.dumps(value, sort_keys=True) for key, value in stated(cfg).items()},
+        "inputs": json.dumps({n: s.to_dict() for n, s in spec.inputs.items()}),
+        "outputs": json.dumps({n: s.to_dict() for n, s in spec.outputs.items()}),
+    }
+
+
+def build_manifest(cfg, bundle: Path, graphs: dict, precision: str, opset: int, tolerance: dict | None) -> dict:
+    """The manifest of the graphs written to `bundle`.
+
+    graphs: name -> {"spec": GraphSpec, "files": [graph file, external data files...], "kept_fp32_nodes": int,
+    "validation": {output: {max_abs, max_rel, limit}} or None}; tolerance: {atol, rtol} validated against, or None.
+    """
+    files, components = {}, {}
+    for name, g in graphs.items():
+        files.update({f: {"sha256": sha256_of(bundle / f), "bytes": (bundle / f).stat().st_size} for f in g["files"]})
+        spec: GraphSpec = g["spec"]
+        components[name] = {
+            "file": spec.file,
+            "external_data": [{"file": f} for f in g["files"][1:]],
+            "inputs": {n: s.to_dict() for n, s in spec.inputs.items()},
+            "outputs": {n: s.to_dict() for n, s in spec.outputs.items()},
+            "kept_fp32_nodes": g["kept_fp32_nodes"],
+            "validation": g["validation"],
+        }
+    return {
+        "format": FORMAT,
+        **stated(cfg),
+        "precision": precision,
+        "opset": opset,
+        "producer": _versions(),
+        "tolerance": tolerance,
+        "components": components,
+        "files": files,  # every file of the bundle but the manifest, once: its sha256 and size
+    }
 
 
 def write_manifest(bundle: Path, manifest: dict) -> Path:
@@ -26,49 +72,13 @@ def write_manifest(bundle: Path, manifest: dict) -> Path:
     return path
 
 
-def read_manifest(bundle: str | os.PathLike) -> dict:
-    """`bundle`/manifest.json as a dict; ValueError, in one sentence, if it is not a bundle of this format."""
-    root = Path(bundle)
-    if not root.is_dir():
-        what = "is a file, not a bundle directory" if root.exists() else "does not exist"
-        raise ValueError(f"bundle {root} {what}; pass a directory written by `mirasol-edge export`.")
-    path = root / MANIFEST
-    manifest = read_manifest_file(path)
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("components"), dict):
-        raise ValueError(f"{path} lists no files or components; re-export the bundle.")
-    return manifest
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def check_files(bundle: str | os.PathLike, manifest: dict) -> dict[str, str]:
-    """Every file the manifest lists -> "ok", "missing", "changed" (size or sha256 differs) or
-    "outside" (the name leads out of the bundle: never opened)."""
-    root = Path(bundle)
-    status = {}
-    for name, entry in manifest["files"].items():
+    out = {}
+    for package in ("mirasol-edge", "torch", "torchaudio", "onnx", "onnxscript", "onnxruntime"):
         try:
-            path = bundle_file(root, name)
-        except BundleError:
-            status[str(name)] = "outside"
-            continue
-        if not path.is_file():
-            status[name] = "missing"
-        elif not isinstance(entry, dict) or path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
-            status[name] = "changed"  # the size first: a huge file that is not ours is never hashed
-        else:
-            status[name] = "ok"
-    return status
-
-
-def verify_manifest(bundle: str | os.PathLike) -> dict:
-    """Read the manifest and check the sha256 of every file it lists (graphs and external weights).
-
-    Returns the manifest; raises ValueError naming the first missing or changed file.
-    """
-    manifest = read_manifest(bundle)
-    bad = {name: s for name, s in check_files(bundle, manifest).items() if s != "ok"}
-    if bad:
-        name, status = next(iter(bad.items()))
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        what = {"missing": "is missing", "outside": "is not inside the bundle"}.get(status, "has changed since export (sha256 differs)")
-        raise ValueError(f"bundle file {Path(bundle) / name} {what}{more}; re-export or re-copy the whole bundle.")
-    return manifest
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mirasol_edge.export.components import Component
+from mirasol_edge.runtime import contract
 
 
 @dataclass(frozen=True)
@@ -97,15 +98,7 @@ def validate_component(component: Component, path: Path, precision: str, seed: i
 
 
 def _check_signature(component: Component, session) -> None:
-    """Names, element types and fixed dims as the contract (docs/bundle.md) says, bound by name."""
-    types = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}
-    for kind, specs, args in (("input", component.inputs, session.get_inputs()), ("output", component.outputs, session.get_outputs())):
-        graph = {a.name: a for a in args}
-        if set(graph) != set(specs):
-            raise ValidationError(f"{component.name}: graph {kind}s {sorted(graph)} differ from the contract's {sorted(specs)}.")
-        for name, spec in specs.items():
-            arg = graph[name]
-            if arg.type != types[spec.dtype] or list(arg.shape) != list(spec.shape):
-                raise ValidationError(
-                    f"{component.name}: {kind} {name} is {arg.type} {arg.shape}, the contract says {spec.dtype} {list(spec.shape)}."
-                )
+    """Names, element types and dims exactly as the contract (docs/bundle.md) says, bound by name."""
+    faults = contract.signature_faults(component.inputs, component.outputs, session, exact=True)
+    if faults:
+        raise ValidationError(f"{component.name}: {faults[0]}.")

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from mirasol_edge.config import ModelConfig
-from mirasol_edge.model.mirasol import IGNORE
 from mirasol_edge.runtime import tokenizer
+
+IGNORE = -100  # label of what is not scored: question tokens, padding, unknown events
 
 
 @dataclass
@@ -23,31 +24,48 @@ class Example:
     events: np.ndarray | None = None  # (K, A) int64 per-chunk event classes, synthetic clips only
 
 
-def collate(examples: list[Example], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Pad chunks and tokens to the longest in the batch.
+ClipExamples = list[Example]  # the questions of one clip, sharing its arrays
 
-    Returns waveform (B, K, S), frames (B, K, F, H, W, 3), chunk_mask (B, K), tokens (B, T) and
-    labels (B, T): tokens[t] predicts labels[t]; only answer tokens and eos are scored.
+
+def collate_clips(clips: list[ClipExamples], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """C clips, each with its questions -> one batch that stores every clip once.
+
+    Chunks and tokens are padded to the longest in the batch. Returns waveform (C, K, S), frames
+    (C, K, F, H, W, 3), chunk_mask (C, K) for the clips (the media of each clip's first example);
+    tokens (B, T) and labels (B, T) for the B >= C questions, where tokens[t] predicts labels[t]
+    and only answer tokens and eos are scored; question_clip (B,): the clip each question asks
+    about; and with cfg.event_classes, chunk_events (C, K, A): IGNORE where unknown or padding.
     """
-    b, k = len(examples), max(len(e.frames) for e in examples)
+    c, k = len(clips), max(len(clip[0].frames) for clip in clips)
     spec = cfg.chunk
-    frames = np.zeros((b, k, spec.frames_per_chunk, spec.frame_size, spec.frame_size, 3), np.uint8)
-    waveform = np.zeros((b, k, spec.samples_per_chunk), np.float32)
-    chunk_mask = np.zeros((b, k), bool)
-    sequences = []
-    for i, e in enumerate(examples):
-        n = len(e.frames)
-        frames[i, :n], waveform[i, :n], chunk_mask[i, :n] = e.frames, e.waveform, True
-        ids, answer_start = tokenizer.encode_example(e.question, e.answer, cfg.max_text_len)
-        sequences.append((ids, answer_start))
+    frames = np.zeros((c, k, spec.frames_per_chunk, spec.frame_size, spec.frame_size, 3), np.uint8)
+    waveform = np.zeros((c, k, spec.samples_per_chunk), np.float32)
+    chunk_mask = np.zeros((c, k), bool)
+    for i, clip in enumerate(clips):
+        n = len(clip[0].frames)
+        frames[i, :n], waveform[i, :n], chunk_mask[i, :n] = clip[0].frames, clip[0].waveform, True
+
+    sequences = [tokenizer.example_tokens(e.question, e.answer, cfg.max_text_len) for clip in clips for e in clip]
     t = max(len(ids) for ids, _ in sequences) - 1
-    tokens = np.full((b, t), tokenizer.PAD, np.int64)
-    labels = np.full((b, t), IGNORE, np.int64)
-    for i, (ids, answer_start) in enumerate(sequences):
+    tokens = np.full((len(sequences), t), tokenizer.PAD, np.int64)
+    labels = np.full((len(sequences), t), IGNORE, np.int64)
+    for i, (ids, answer_start) in enumerate(sequences):  # teacher forcing: the input shifted by one
         tokens[i, : len(ids) - 1] = ids[:-1]
         labels[i, answer_start - 1 : len(ids) - 1] = ids[answer_start:]  # the sep token predicts the answer's first
-    as_tensor = torch.from_numpy
-    return {
-        "waveform": as_tensor(waveform), "frames": as_tensor(frames), "chunk_mask": as_tensor(chunk_mask),
-        "tokens": as_tensor(tokens), "labels": as_tensor(labels),
+    batch = {
+        "waveform": torch.from_numpy(waveform), "frames": torch.from_numpy(frames),
+        "chunk_mask": torch.from_numpy(chunk_mask), "tokens": torch.from_numpy(tokens), "labels": torch.from_numpy(labels),
+        "question_clip": torch.tensor([i for i, clip in enumerate(clips) for _ in clip], dtype=torch.long),
     }
+    if cfg.event_classes:
+        events = np.full((c, k, len(cfg.event_classes)), IGNORE, np.int64)
+        for i, clip in enumerate(clips):
+            if clip[0].events is not None:
+                events[i, : len(clip[0].events)] = clip[0].events
+        batch["chunk_events"] = torch.from_numpy(events)
+    return batch
+
+
+def collate(examples: list[Example], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Examples each of its own clip -> collate_clips' batch with C = B: waveform (B, K, S), ..., tokens (B, T)."""
+    return collate_clips([[e] for e in examples], cfg)

@@ -1,12 +1,12 @@
-"""Exact-match evaluation of an exported bundle through the ONNX runtime, scored as evaluate.py
-scores the PyTorch model: same decoded clips, same questions, same baseline."""
+"""Exact-match evaluation of an exported bundle through the ONNX runtime (no torch), scored by
+scoring.py as the PyTorch model is: same decoded clips, same questions, same baseline."""
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 from mirasol_edge.data.manifest import ManifestRow
-from mirasol_edge.evaluate import Prediction, baseline_for, manifest_clips, summarize
+from mirasol_edge.scoring import Prediction, baseline_for, manifest_clips, summarize
 
 
 STREAMS = 32  # clips streamed together: one push_streams per chunk step, one ask_streams per few finished clips
@@ -62,3 +62,4 @@ def evaluate_bundle(
                 progress(len({p.clip for p in predictions}), total)
             finished = []
     return summarize(predictions, baseline_for(rows, runtime.chunk, baseline_rows)), predictions
+

@@ -25,6 +25,16 @@ def parameter_counts(model: MirasolModel) -> dict[str, int]:
     return counts
 
 
+def tokens_per_chunk(model: MirasolModel) -> dict[str, int]:
+    """Audio and video tokens of one chunk and the latents they become, measured on meta tensors:
+    a torchvision video backbone's token grid follows from its strides, not from the config."""
+    s = model.cfg.chunk
+    with torch.device("meta"), torch.no_grad():
+        frames = torch.zeros(1, s.frames_per_chunk, s.frame_size, s.frame_size, 3, dtype=torch.uint8)
+        video = model.video_extractor(frames).shape[1]
+    return {"audio": model.cfg.audio_tokens, "video": video, "latents": model.cfg.combiner.latents}
+
+
 def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of each chunk stage (by its graph's name, runtime/contract.py) for one
     chunk of one stream, the stream holding a full temporal window; and of one generated token

@@ -5,8 +5,9 @@ frames [k*F, (k+1)*F) and samples [k*S, (k+1)*S), with F = frames_per_chunk and
 S = samples_per_chunk. The clip's length is set by its video; audio is padded with
 silence or trimmed to match.
 
-A trailing partial chunk is kept (padded: last frame repeated, silence) when it holds
-at least half a chunk of video, and dropped otherwise.
+A trailing partial chunk is kept (padded: last frame repeated; its audio is the clip's
+samples of those seconds where there are any, silence past them) when it holds at least half
+a chunk of video, and dropped otherwise.
 """
 
 from __future__ import annotations
@@ -53,58 +54,50 @@ def num_chunks(num_frames: int, spec: ChunkSpec) -> int:
     return full + int(rest > 0 and rest >= KEEP_PARTIAL_FRACTION * spec.frames_per_chunk)
 
 
-def validate_clip(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> None:
-    """Raise ValueError, in one sentence, if a clip does not fit the chunk spec.
+def _dtype(x) -> str:
+    """'uint8', 'float32', ... of a numpy array or a torch tensor (the PyTorch model checks with this too)."""
+    dtype = getattr(x, "dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None and hasattr(x, "shape") else type(x).__name__
 
-    frames: (T, H, W, 3) uint8; waveform: (N,) float32 in [-1, 1].
+
+def check_media(frames, waveform, spec: ChunkSpec, lead: int | None = None) -> None:
+    """ValueError, in one sentence, unless frames and waveform fit the chunk spec.
+
+    numpy arrays or torch tensors. lead=None: a whole clip, frames (T, H, W, 3) uint8 with at
+    least half a chunk of them, waveform (N,) float32 of any length; lead=n: chunks, frames
+    (*L, F, H, W, 3) uint8 and waveform (*L, S) float32 with the same n leading dims L
+    (0: one chunk, as Stream.push takes; 2: (B, K), as the PyTorch model takes).
     """
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
-        raise ValueError(
-            f"video frames must be a uint8 array of shape (T, H, W, 3), got "
-            f"{getattr(frames, 'dtype', type(frames).__name__)}; convert with frames.astype(np.uint8)."
-        )
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"video frames must have shape (T, H, W, 3), got {tuple(frames.shape)}.")
-    if frames.shape[1:3] != (spec.frame_size, spec.frame_size):
-        raise ValueError(
-            f"video frames are {frames.shape[1]}x{frames.shape[2]} but the model expects "
-            f"{spec.frame_size}x{spec.frame_size}; resize them (runtime.media does this)."
-        )
-    if not isinstance(waveform, np.ndarray) or waveform.dtype != np.float32 or waveform.ndim != 1:
-        raise ValueError(
-            f"audio must be a 1-D float32 array of {spec.sample_rate} Hz mono samples, got "
-            f"{getattr(waveform, 'dtype', type(waveform).__name__)} with shape {getattr(waveform, 'shape', None)}."
-        )
-    if num_chunks(len(frames), spec) == 0:
-        raise ValueError(
-            f"the clip is empty or too short: {len(frames)} frames is less than half a chunk "
-            f"({spec.frames_per_chunk} frames = {spec.chunk_seconds} s at {spec.fps} fps)."
-        )
-
-
-def check_chunk(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> None:
-    """ValueError, in one sentence, unless frames is (F, H, W, 3) uint8 and waveform (S,) float32: one chunk."""
     f, s, hw = spec.frames_per_chunk, spec.samples_per_chunk, spec.frame_size
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+    if _dtype(frames) != "uint8":
+        raise ValueError(f"video frames must be uint8 RGB, got {_dtype(frames)}; convert them to uint8 (0-255).")
+    if _dtype(waveform) != "float32":
         raise ValueError(
-            f"video frames must be a uint8 numpy array, got {getattr(frames, 'dtype', type(frames).__name__)}; "
-            f"convert with frames.astype(np.uint8)."
-        )
-    if frames.shape != (f, hw, hw, 3):
+            f"audio must be float32 samples in [-1, 1] at {spec.sample_rate} Hz mono, got {_dtype(waveform)}.")
+    frames_shape, wave_shape = tuple(frames.shape), tuple(waveform.shape)
+    if lead is None:
+        if len(frames_shape) != 4 or frames_shape[-1] != 3 or len(wave_shape) != 1:
+            raise ValueError(f"a clip is frames (T, H, W, 3) and waveform (N,), got {frames_shape} and {wave_shape}.")
+        if frames_shape[1:3] != (hw, hw):
+            raise ValueError(
+                f"video frames are {frames_shape[1]}x{frames_shape[2]} but the model expects {hw}x{hw}; "
+                f"resize them (runtime.media does this).")
+        if num_chunks(frames_shape[0], spec) == 0:
+            raise ValueError(
+                f"the clip is empty or too short: {frames_shape[0]} frames is less than half a chunk "
+                f"({f} frames = {spec.chunk_seconds:g} s at {spec.fps} fps).")
+        return
+    lead_shape = frames_shape[:lead]
+    if frames_shape != lead_shape + (f, hw, hw, 3):
         raise ValueError(
-            f"a chunk's frames must have shape ({f}, {hw}, {hw}, 3) ({spec.chunk_seconds:g} s at {spec.fps} fps, "
-            f"{hw}x{hw} RGB), got {frames.shape}; decode with runtime.media or cut with runtime.chunking."
-        )
-    if not isinstance(waveform, np.ndarray) or waveform.dtype != np.float32:
+            f"video chunks must have shape ({', '.join([*'BK'[2 - lead:], *map(str, (f, hw, hw, 3))])}) ({spec.chunk_seconds:g} s at {spec.fps} fps, "
+            f"{hw}x{hw} RGB), got {frames_shape}; decode with runtime.media or cut with runtime.chunking.")
+    if wave_shape != lead_shape + (s,):
         raise ValueError(
-            f"audio must be a float32 numpy array of samples in [-1, 1], got "
-            f"{getattr(waveform, 'dtype', type(waveform).__name__)}."
-        )
-    if waveform.shape != (s,):
-        raise ValueError(
-            f"a chunk's audio must have shape ({s},) ({spec.chunk_seconds:g} s of {spec.sample_rate} Hz mono), "
-            f"got {waveform.shape}."
-        )
+            f"audio chunks must have shape {lead_shape + (s,)} ({spec.chunk_seconds:g} s of {spec.sample_rate} Hz "
+            f"mono), got {wave_shape}.")
+    if 0 in lead_shape:
+        raise ValueError("there are no chunks: the clip is empty.")
 
 
 def chunk_clip(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +106,7 @@ def chunk_clip(frames: np.ndarray, waveform: np.ndarray, spec: ChunkSpec) -> tup
     frames: (T, H, W, 3) uint8 at spec.fps; waveform: (N,) float32 at spec.sample_rate.
     Returns frames (K, F, H, W, 3) uint8 and waveform (K, S) float32, K = num_chunks(T).
     """
-    validate_clip(frames, waveform, spec)
+    check_media(frames, waveform, spec)
     k = num_chunks(len(frames), spec)
     f, s = spec.frames_per_chunk, spec.samples_per_chunk
     if len(frames) < k * f:  # pad the kept partial chunk by repeating the last frame

@@ -13,14 +13,17 @@ cross caches: window * m, a ring of `window` chunk slots, chosen by the runtime)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-FORMAT = "mirasol-edge-bundle/2"  # 2: fixed-size caches (rings of chunk slots, a static text cache), batched positions
+# 2: fixed-size caches (rings of chunk slots, a static text cache), batched positions;
+# 3: a manifest without training-only fields or repeated data, the chunking rule and tokenizer stated (docs/bundle.md)
+FORMAT = "mirasol-edge-bundle/3"
 
 # The graphs of a bundle, in the order a chunk and then a question run through them.
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
 CHUNK_STAGES = COMPONENTS[:5]  # what one chunk runs through
 SYMBOLIC_DIMS = ("batch", "cache_len", "text_cache_len", "text_len")
-ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
+ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def text_state(dims: Dims) -> dict[str, str]:
 # -- what a config and a manifest must hold (one sentence per fault) ------------------------------
 
 MAX_DIM = 1 << 16  # widths, token counts, windows: far past any preset, far below what would exhaust memory
-_SECTIONS = {  # section -> field -> (type, low, high); None: the top level
+_SECTIONS: dict[str | None, dict[str, tuple[type, Any, Any]]] = {  # section -> field -> (type, low, high); None: the top level
     "chunk": {"chunk_seconds": (float, 1e-3, 3600.0), "fps": (int, 1, 1000), "frame_size": (int, 8, 4096),
               "sample_rate": (int, 1000, 384_000)},
     "audio": {"n_mels": (int, 1, 1024), "n_fft": (int, 16, 1 << 15), "hop_length": (int, 1, 1 << 15),
@@ -162,6 +165,20 @@ _SECTIONS = {  # section -> field -> (type, low, high); None: the top level
            "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
            "vocab_size": (int, 1, MAX_DIM)},
 }
+
+
+def bundle_config(config: dict) -> dict:
+    """A model config (ModelConfig.to_dict()) as a bundle carries it (docs/bundle.md): the fields above only,
+    so nothing of training's (loss weights, event classes), and a Transformer combiner without a memory size."""
+    out = {}
+    for key, value in config.items():
+        if key in _SECTIONS:
+            out[key] = {k: v for k, v in value.items() if k in _SECTIONS[key]}
+        elif key in _SECTIONS[None]:
+            out[key] = value
+    if out["combiner"]["kind"] != "ttm":
+        del out["combiner"]["memory"]
+    return out
 
 
 def config_faults(config) -> list[str]:
@@ -179,6 +196,8 @@ def config_faults(config) -> list[str]:
             faults.append(f"the model config has no '{section}' section")
             continue
         for name, (kind, low, high) in fields.items():
+            if section == "combiner" and name == "memory" and where.get("kind") != "ttm":
+                continue  # only a TTM carries a memory: a bundle's Transformer combiner states none
             label = name if section is None else f"{section}.{name}"
             value = where.get(name)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -209,3 +228,28 @@ def config_faults(config) -> list[str]:
          "config audio.patch_frames is longer than a chunk's spectrogram"),
     ]
     return [message for ok, message in checks if not ok]
+
+
+def signature_faults(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec], session, exact: bool) -> list[str]:
+    """How an onnxruntime session's inputs and outputs differ from the contract's, bound by name.
+
+    exact (the exporter's check): the same names and the same symbolic dim names too; otherwise
+    (the runtime's check) every contract name must be there with its dtype and fixed dims.
+    """
+    faults = []
+    for kind, want, args in (("input", inputs, session.get_inputs()), ("output", outputs, session.get_outputs())):
+        have = {a.name: a for a in args}
+        if exact and set(have) != set(want):
+            faults.append(f"its {kind}s {sorted(have)} differ from the contract's {sorted(want)}")
+            continue
+        for name, spec in want.items():
+            arg = have.get(name)
+            if arg is None:
+                faults.append(f"it has no {kind} named {name!r}")
+                continue
+            same_dims = len(arg.shape) == len(spec.shape) and all(
+                g == w if exact or not isinstance(w, str) else True for g, w in zip(arg.shape, spec.shape))
+            if arg.type != ORT_TYPES[spec.dtype] or not same_dims:
+                faults.append(f"its {kind} {name} is {arg.type} {list(arg.shape)}, the contract says "
+                              f"{spec.dtype} {list(spec.shape)}")
+    return faults

@@ -26,7 +26,6 @@ from mirasol_edge.runtime import contract
 from mirasol_edge.runtime.bundle import Bundle, BundleError
 
 CROSS_SLOT_STEP = 4  # questions attend to the filled cross slots, counted in steps of this many chunks
-NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
 
 
 @dataclass(frozen=True)
@@ -83,18 +82,10 @@ def check_sessions(sessions: dict, bundle: Bundle) -> contract.Dims:
         if not same:  # a manifest edited after export would make the runtime feed the graphs wrong shapes
             raise BundleError(f"{bundle.file(name)} was exported with another model config than the bundle manifest's; "
                               f"re-export the bundle.")
-        for kind, want, have in (("input", spec.inputs, session.get_inputs()), ("output", spec.outputs, session.get_outputs())):
-            have = {a.name: a for a in have}
-            for tensor, t in want.items():
-                arg = have.get(tensor)
-                if arg is None:
-                    raise BundleError(f"{bundle.file(name)} has no {kind} named {tensor!r} (docs/bundle.md); "
-                                      f"the bundle does not match this runtime: re-export it.")
-                fixed_ok = len(arg.shape) == len(t.shape) and all(
-                    isinstance(w, str) or g == w for g, w in zip(arg.shape, t.shape))
-                if arg.type != contract.ORT_TYPES[t.dtype] or not fixed_ok:
-                    raise BundleError(f"{bundle.file(name)}: {kind} {tensor} is {arg.type} {arg.shape}, the bundle "
-                                      f"contract says {t.dtype} {list(t.shape)}; re-export the bundle.")
+        faults = contract.signature_faults(spec.inputs, spec.outputs, session, exact=False)
+        if faults:
+            raise BundleError(f"{bundle.file(name)} does not match this runtime's contract (docs/bundle.md): "
+                              f"{faults[0]}; re-export the bundle.")
     return dims
 
 

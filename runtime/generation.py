@@ -43,39 +43,6 @@ class GenerationOptions:
             raise ValueError(f"the sampling seed must be between 0 and 2**64 - 1, got {self.seed}.")
 
 
-def check_question(question) -> str:
-    """The question as str; ValueError unless it is valid UTF-8 text.
-
-    bytes are decoded strictly. A str can still hold lone surrogates: Python maps bytes of argv
-    that are not UTF-8 to U+DC80..U+DCFF (surrogateescape), and those cannot be encoded.
-    """
-    if isinstance(question, (bytes, bytearray)):
-        try:
-            return bytes(question).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(
-                f"the question is not valid UTF-8 (byte 0x{question[e.start]:02x} at position {e.start}); "
-                f"ask in UTF-8 text."
-            ) from None
-    if not isinstance(question, str):
-        raise ValueError(f"the question must be text (str), got {type(question).__name__}.")
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as e:
-        char = ord(question[e.start])
-        what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"lone surrogate U+{char:04X}"
-        raise ValueError(
-            f"the question is not valid UTF-8 ({what} at character {e.start}); ask in UTF-8 text "
-            f"(check the terminal's encoding)."
-        ) from None
-    return question
-
-
-def prompt_ids(question, max_text_len: int) -> list[int]:
-    """[bos] question-bytes [sep]; ValueError if not UTF-8, empty, or too long for the text context."""
-    return tokenizer.encode_prompt(check_question(question), max_text_len)
-
-
 def choose_token(logits: np.ndarray, options: GenerationOptions, rng: np.random.Generator | None) -> int:
     """logits (V,) -> a token id: argmax when greedy, else a sample after temperature/top-k/top-p."""
     if options.temperature == 0:
@@ -93,6 +60,7 @@ def choose_token(logits: np.ndarray, options: GenerationOptions, rng: np.random.
         kept = np.zeros_like(probs)
         kept[order[:cut]] = probs[order[:cut]]
         probs = kept / kept.sum()
+    assert rng is not None, "sampling needs a generator"
     return int(rng.choice(len(probs), p=probs))
 
 
@@ -104,7 +72,8 @@ def generate(engine, states, prompts: list[list[int]], options: list[GenerationO
     options[i]: its options, max_new_tokens resolved. A question ends at eos (yielded, the last of
     its tokens) or at its token budget; stop_at_eos=False generates every budget in full (benchmarks).
     """
-    budget = np.array([min(o.max_new_tokens, max_text_len - len(p)) for o, p in zip(options, prompts)])  # the position table ends at max_text_len
+    assert all(o.max_new_tokens is not None for o in options), "max_new_tokens is resolved by the caller"
+    budget = np.array([min(int(o.max_new_tokens or 0), max_text_len - len(p)) for o, p in zip(options, prompts)])  # the position table ends at max_text_len
     rows = np.flatnonzero(budget > 0)  # the batch's rows, as request indices
     if not len(rows):
         return
@@ -136,7 +105,7 @@ def generate(engine, states, prompts: list[list[int]], options: list[GenerationO
 
 
 def text_pieces(ids: Iterator[int]) -> Iterator[str]:
-    """Token ids -> text as it becomes complete UTF-8; the pieces join to tokenizer.decode(ids)."""
+    """Token ids -> text as it becomes complete UTF-8; the pieces join to tokenizer.detokenize(ids)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for i in ids:
         if i == tokenizer.EOS:

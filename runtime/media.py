@@ -46,9 +46,10 @@ import math
 import os
 import queue
 import sys
+from types import FrameType
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -129,7 +130,7 @@ class ChunkIterator(Iterator[tuple[np.ndarray, np.ndarray]]):
     after the last chunk, a raised MediaError, or `close()`.
     """
 
-    def __init__(self, chunks: Iterator, outcome: "_Outcome") -> None:
+    def __init__(self, chunks: Generator, outcome: "_Outcome") -> None:
         self._chunks = chunks  # the decoding generator; it writes `outcome` as it ends
         self._outcome = outcome
 
@@ -439,7 +440,8 @@ def _warn(message: str, category: type[Warning] = MediaWarning) -> None:
     if caught is not None:
         caught.append((message, category))
         return
-    level, frame = 1, sys._getframe(0)
+    level = 1
+    frame: FrameType | None = sys._getframe(0)
     while frame is not None and frame.f_code.co_filename == __file__:
         level, frame = level + 1, frame.f_back
     warnings.warn(message, category, stacklevel=level)
@@ -529,6 +531,7 @@ def _generate_chunks(container, video, audio, spec: ChunkSpec, name: str, skip_n
                 if isinstance(frame, av.VideoFrame):
                     pending.extend(sampler.push(frame))
                 else:
+                    assert sound is not None  # audio frames come only when there is an audio stream
                     sound.push(frame)
                 while len(pending) >= f_per and audio_ready():
                     chunk = next_chunk(pending[:f_per])
@@ -640,7 +643,7 @@ class _FrameSampler:
         if self._last is not None:
             t = max(t, self.last_time)
         # Every output time before this frame shows the previous frame.
-        out = self._emit_until(t) if self._last is not None else []
+        out: list[np.ndarray] = self._emit_until(t) if self._last is not None else []
         self._step = t - self.last_time if self._last is not None else 0.0
         self._last, self._last_rgb, self.last_time = frame, None, t
         self._last_stamp = stamp if stamp is not None else self._last_stamp
@@ -650,6 +653,7 @@ class _FrameSampler:
     def _across_jump(self, t: float) -> float:
         """Clip time t, or where the video continues if the step to t is a discontinuity."""
         step = t - self.last_time
+        assert self.origin is not None  # set by the first push
         declared = self._declared_end - self.origin if self._declared_end is not None else None
         if step > MAX_TIMESTAMP_JUMP_SECONDS:
             why = f"more than the {MAX_TIMESTAMP_JUMP_SECONDS:g} s a gap may last"
@@ -777,7 +781,7 @@ class _AudioTrack:
 
     def __init__(self, sample_rate: int, on_jump=None) -> None:
         self.rate = sample_rate
-        self.resampler = None  # the aresample filter: built for each input kind, packed float mono out
+        self.resampler: av.AudioResampler | None = None  # built for each input kind, packed float mono out
         self._resampler_kind: tuple | None = None  # the (format, layout, rate) it takes
         self.start: float | None = None  # absolute time of sample 0
         self.stamped_end: float | None = None  # absolute time the latest-stamped samples end
@@ -826,6 +830,7 @@ class _AudioTrack:
 
         if not self._pending:
             return
+        assert self._pending_kind is not None  # set with the first pending frame
         fmt, layout, rate = self._pending_kind
         block = av.AudioFrame.from_ndarray(np.concatenate(self._pending, axis=1), format=fmt, layout=layout)
         block.sample_rate = rate
@@ -834,6 +839,7 @@ class _AudioTrack:
             self._flush_resampler()  # the previous kind's last samples, out of its delay line
             self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
             self._resampler_kind = self._pending_kind
+        assert self.resampler is not None
         for out in self.resampler.resample(block):
             self._append(out.to_ndarray().reshape(-1))
 
@@ -920,7 +926,7 @@ class PrefetchIterator(Iterator[T], Generic[T]):
         return getattr(self._source, "report", None) if self._done else None
 
 
-def _prefetched(chunks: Iterator[T], depth: int) -> Iterator[T]:
+def _prefetched(chunks: Iterator[T], depth: int) -> Generator[T, None, None]:
     slots: queue.Queue = queue.Queue(maxsize=depth)  # bounded: the worker waits, never spins
     stop = threading.Event()
     # The worker must not reference this generator, so dropping it runs the finally below.
@@ -953,7 +959,8 @@ def _fill(chunks: Iterator, slots: queue.Queue, stop: threading.Event) -> None:
     consumer's feet (it is not thread-safe), so this module's warnings are recorded
     through a thread-local list instead.
     """
-    _on_worker.caught = caught = []
+    caught: list[tuple[str, type[Warning]]] = []
+    _on_worker.caught = caught
     try:
         while not stop.is_set():
             try:

@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from mirasol_edge.runtime.bundle import COMPONENTS, Bundle, BundleError, load_bundle
-from mirasol_edge.runtime.chunking import check_chunk
+from mirasol_edge.runtime.chunking import check_media
 from mirasol_edge.runtime.contract import MAX_DIM
 from mirasol_edge.runtime.engine import BoundEngine, NumpyEngine, check_same_types, check_sessions
-from mirasol_edge.runtime.generation import GenerationOptions, generate, prompt_ids
+from mirasol_edge.runtime.generation import GenerationOptions, generate
+from mirasol_edge.runtime.tokenizer import prompt_tokens
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 THREAD_POOLS = ("per_session", "shared")
@@ -78,6 +79,7 @@ class Runtime:
         self.dims = check_sessions(self.sessions, bundle)
         cache_len = self.temporal_window * self.dims.latents
         io_binding = options.io_binding if options.io_binding is not None else options.provider == "cuda"
+        self.engine: NumpyEngine  # BoundEngine is a NumpyEngine whose values stay OrtValues
         if io_binding:
             check_same_types(self.sessions, self.dims)
             device = "cuda" if options.provider == "cuda" else "cpu"
@@ -129,7 +131,7 @@ class Runtime:
             if s.runtime is not self:
                 raise ValueError("a stream of another Runtime was passed to push_streams; push it on its own runtime.")
         for frames, waveform in chunks:
-            check_chunk(frames, waveform, self.chunk)
+            check_media(frames, waveform, self.chunk, lead=0)
         frames = np.stack([f for f, _ in chunks])  # (N, F, H, W, 3)
         waveform = np.stack([w for _, w in chunks])  # (N, S)
         locks = sorted(streams, key=id)  # one order for every caller: no deadlock between concurrent pushes
@@ -152,7 +154,7 @@ class Runtime:
         """
         from mirasol_edge.runtime import tokenizer
 
-        return [tokenizer.decode(ids) for ids in self._generate(requests, options)]
+        return [tokenizer.detokenize(ids) for ids in self._generate(requests, options)]
 
     def _generate(self, requests: Sequence[tuple], options) -> list[list[int]]:
         states, prompts, opts = self._prepare(requests, options)
@@ -178,7 +180,7 @@ class Runtime:
         for o in options:
             o.check()
             opts.append(o if o.max_new_tokens is not None else replace(o, max_new_tokens=self.bundle.max_new_tokens))
-        prompts = [prompt_ids(question, self.bundle.max_text_len) for _, question in requests]
+        prompts = [prompt_tokens(question, self.bundle.max_text_len) for _, question in requests]
         states = [stream._state for stream, _ in requests]  # snapshots: pushes meanwhile do not change these answers
         for (stream, _), state in zip(requests, states):
             if stream.runtime is not self:

@@ -11,14 +11,14 @@ NUM_SPECIAL = 4
 VOCAB_SIZE = NUM_SPECIAL + 256
 
 
-def encode(text: str) -> list[int]:
+def tokenize(text: str) -> list[int]:
     """UTF-8 bytes of `text` as token ids (no special tokens)."""
     if not isinstance(text, str):
         raise ValueError(f"text must be str, got {type(text).__name__}; decode bytes as UTF-8 first.")
     return [b + NUM_SPECIAL for b in text.encode("utf-8")]
 
 
-def decode(ids) -> str:
+def detokenize(ids) -> str:
     """Token ids back to text; special tokens are skipped, stops at the first eos."""
     out = bytearray()
     for i in ids:
@@ -30,11 +30,13 @@ def decode(ids) -> str:
     return out.decode("utf-8", errors="replace")
 
 
-def encode_prompt(question: str, max_len: int) -> list[int]:
-    """[bos] question [sep]; raises ValueError if it cannot fit in `max_len` tokens with room to answer."""
+def prompt_tokens(question, max_len: int) -> list[int]:
+    """[bos] question [sep]; ValueError if it is not UTF-8 text, is empty, or cannot fit in `max_len`
+    tokens with room to answer."""
+    question = check_question(question)
     if not question or not question.strip():
         raise ValueError("the question is empty; ask something, e.g. -q 'what colour is the square?'.")
-    ids = [BOS, *encode(question), SEP]
+    ids = [BOS, *tokenize(question), SEP]
     if len(ids) >= max_len:
         raise ValueError(
             f"the question is {len(ids)} tokens (UTF-8 bytes + 2) but the model's text context is "
@@ -43,10 +45,38 @@ def encode_prompt(question: str, max_len: int) -> list[int]:
     return ids
 
 
-def encode_example(question: str, answer: str, max_len: int) -> tuple[list[int], int]:
+def example_tokens(question: str, answer: str, max_len: int) -> tuple[list[int], int]:
     """Prompt + answer + eos as one sequence, and the index where the answer starts."""
-    prompt = encode_prompt(question, max_len)
-    ids = prompt + encode(answer) + [EOS]
+    prompt = prompt_tokens(question, max_len)
+    ids = prompt + tokenize(answer) + [EOS]
     if len(ids) > max_len:
         raise ValueError(f"question and answer are {len(ids)} tokens, more than the text context {max_len}.")
     return ids, len(prompt)
+
+
+def check_question(question) -> str:
+    """The question as str; ValueError unless it is valid UTF-8 text.
+
+    bytes are decoded strictly. A str can still hold lone surrogates: Python maps bytes of argv
+    that are not UTF-8 to U+DC80..U+DCFF (surrogateescape), and those cannot be encoded.
+    """
+    if isinstance(question, (bytes, bytearray)):
+        try:
+            return bytes(question).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"the question is not valid UTF-8 (byte 0x{question[e.start]:02x} at position {e.start}); "
+                f"ask in UTF-8 text."
+            ) from None
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text (str), got {type(question).__name__}.")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(question[e.start])
+        what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"lone surrogate U+{char:04X}"
+        raise ValueError(
+            f"the question is not valid UTF-8 ({what} at character {e.start}); ask in UTF-8 text "
+            f"(check the terminal's encoding)."
+        ) from None
+    return question

@@ -35,8 +35,9 @@ CLIP_SECONDS = (4, 5)  # synthetic clips of 4-5 one-second chunks: cheap, yet ev
 
 _REPO = Path(__file__).resolve().parents[1]
 _SOURCES = (  # what a kept bundle depends on: the model, its training data, the exporter, this file
-    "mirasol_edge/model", "mirasol_edge/config.py", "mirasol_edge/batching.py", "mirasol_edge/data/synth.py",
-    "runtime/chunking.py", "runtime/tokenizer.py", "export", "tests/runtime_bundles.py", "tests/conftest.py",
+    "mirasol_edge/model", "mirasol_edge/config.py", "mirasol_edge/batching.py", "mirasol_edge/data/synth",
+    "mirasol_edge/train/loss.py", "runtime/chunking.py", "runtime/tokenizer.py", "export", "tests/runtime_bundles.py",
+    "tests/conftest.py",
 )
 
 
@@ -116,6 +117,7 @@ def _train(model) -> None:
     import torch
 
     from mirasol_edge.batching import Example, collate
+    from mirasol_edge.train import clip_batch_loss
 
     model.train()
     cfg = model.cfg
@@ -128,7 +130,7 @@ def _train(model) -> None:
     with one_torch_thread():
         for _ in range(TRAIN_STEPS):
             batch = collate([examples[i] for i in rng.choice(len(examples), TRAIN_BATCH, replace=False)], cfg)
-            loss = model(**batch)["loss"]
+            loss = clip_batch_loss(model, batch)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -13,12 +13,14 @@ from mirasol_edge.runtime.media import probe
 def test_data_synth_writes_n_clips_and_a_manifest(tmp_path):
     out = tmp_path / "set"
     result = CliRunner().invoke(app, ["data", "synth", str(out), "--n", "2", "--seed", "4", "--preset", "tiny",
-                                      "--max-seconds", "5"])
+                                      "--max-seconds", "5", "--json", str(tmp_path / "synth.json")])
     assert result.exit_code == 0, result.output
     clips = sorted((out / "clips").glob("*.mp4"))
     assert len(clips) == 2
     rows = load_manifest(out / "manifest.jsonl")
     assert {r.video for r in rows} == {c.resolve() for c in clips} and len(rows) >= 22
+    report = json.loads((tmp_path / "synth.json").read_text())
+    assert (report["clips"], report["questions"], report["manifest"]) == (2, len(rows), str(out / "manifest.jsonl"))
     spec = preset("tiny").chunk
     assert json.loads((out / "spec.json").read_text())["spec"] == spec.to_dict()
     info = probe(clips[0])

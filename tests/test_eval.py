@@ -11,7 +11,8 @@ from mirasol_edge.checkpoint import save_checkpoint
 from mirasol_edge.cli import app
 from mirasol_edge.data.manifest import load_manifest
 from mirasol_edge.data.synth import FAMILIES, write_dataset
-from mirasol_edge.evaluate import Prediction, evaluate_manifest, format_table, summarize
+from mirasol_edge.evaluate import evaluate_manifest
+from mirasol_edge.scoring import Prediction, format_table, summarize
 from mirasol_edge.runtime.media import read_clip
 
 

@@ -1,5 +1,5 @@
 """Export to ONNX: every component validated, agreement with an independent ONNX implementation,
-a whole clip through ONNX Runtime chunk by chunk, the manifest's sha256."""
+a whole clip through ONNX Runtime chunk by chunk, the manifest (each fact once) and its sha256."""
 
 import json
 import shutil
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from conftest import random_chunks, tiny_model
-from mirasol_edge.export import export_bundle, verify_manifest
+from mirasol_edge.export import export_bundle
 from mirasol_edge.export.components import build_components
-from mirasol_edge.export.manifest import FORMAT
 from mirasol_edge.runtime import tokenizer
+from mirasol_edge.runtime.bundle import media_rules, tokenizer_spec, verify_manifest
+from mirasol_edge.runtime.contract import FORMAT, SYMBOLIC_DIMS
 
 WINDOW = 3  # temporal window of the exported tiny models: a 5-chunk clip trims the caches
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
@@ -41,10 +42,11 @@ def test_every_component_is_exported_and_validated(exported):
     model, bundle, lines = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["format"] == FORMAT and manifest["precision"] == "fp32"
+    assert manifest["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
     assert list(manifest["components"]) == list(COMPONENTS)
     for name, entry in manifest["components"].items():
         assert (bundle / entry["file"]).is_file()
-        outputs = entry["validation"]["outputs"]
+        outputs = entry["validation"]
         assert set(outputs) == set(entry["outputs"])
         assert all(o["max_abs"] <= o["limit"] for o in outputs.values())
         assert any(line.startswith(name) and "validated" in line for line in lines)
@@ -55,7 +57,7 @@ def test_every_component_is_exported_and_validated(exported):
 
 def test_graphs_follow_the_contract_and_carry_their_metadata(exported):
     model, bundle, _ = exported
-    cfg, m, h = model.cfg, model.cfg.combiner.latents, model.cfg.n_heads
+    cfg, h = model.cfg, model.cfg.n_heads
     s = sessions(bundle)
     temporal = {i.name: i for i in s["temporal_decoder"].get_inputs()}
     assert temporal["chunk_position"].type == "tensor(int64)" and temporal["chunk_position"].shape == ["batch"]
@@ -67,10 +69,30 @@ def test_graphs_follow_the_contract_and_carry_their_metadata(exported):
     context = {i.name: i.shape for i in s["context_decoder"].get_inputs()}
     assert list(context) == ["tokens", "text_position", "chunks_seen", "past_key.0", "past_value.0", "cross_key.0", "cross_value.0"]
     assert context["past_key.0"] == ["batch", h, "text_cache_len", cfg.d_model // h]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name, entry in manifest["components"].items():  # every dim a number or a documented symbol, no expression
+        for kind, args in (("inputs", s[name].get_inputs()), ("outputs", s[name].get_outputs())):
+            assert {a.name: a.shape for a in args} == {n: t["shape"] for n, t in entry[kind].items()}
+            assert {d for t in entry[kind].values() for d in t["shape"] if isinstance(d, str)} <= set(SYMBOLIC_DIMS)
     props = {p.key: p.value for p in onnx.load(str(bundle / "combiner.onnx")).metadata_props}
     assert props["format"] == FORMAT and props["component"] == "combiner"
-    assert json.loads(props["config"]) == cfg.to_dict()
-    assert json.loads(props["chunk"])["samples_per_chunk"] == cfg.chunk.samples_per_chunk
+    for section in ("config", "tokenizer", "media", "runtime_defaults"):
+        assert json.loads(props[section]) == manifest[section]
+    assert json.loads(props["inputs"]) == manifest["components"]["combiner"]["inputs"]
+
+
+def test_the_manifest_states_what_a_client_needs_once_and_nothing_of_training(exported):
+    model, bundle, _ = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    config, cfg = manifest["config"], model.cfg
+    assert config["chunk"] == cfg.chunk.to_dict() and "chunk" not in manifest  # the chunk spec once, in the config
+    assert not {"latent_loss_weight", "event_classes", "event_loss_weight"} & set(config)
+    assert ("memory" in config["combiner"]) == (cfg.combiner.kind == "ttm")
+    assert manifest["tokenizer"] == tokenizer_spec() and manifest["media"] == media_rules()
+    assert manifest["runtime_defaults"] == {"max_new_tokens": 16}  # the default window is config.temporal_window
+    for entry in manifest["components"].values():  # sha256, precision and opset: once, not per component
+        assert not {"sha256", "precision", "opset", "tolerance"} & set(entry)
+        assert all(set(e) == {"file"} for e in entry["external_data"])
 
 
 def test_onnx_runtime_agrees_with_the_onnx_reference_evaluator(exported):
@@ -149,7 +171,7 @@ def ort_stream(s, model, waveform, frames):
 def test_a_clip_streamed_through_onnx_runtime_matches_the_pytorch_whole_clip_forward(exported, chunks):
     model, bundle, _ = exported
     waveform, frames = random_chunks(model.cfg, batch=1, chunks=chunks, seed=5)
-    prompt = model.prompt_ids("what came first?")
+    prompt = model.prompt_tokens("what came first?")
     _, whole = model.encode(waveform, frames)  # block-causal over the window: the reference features
     features, state = ort_stream(sessions(bundle), model, waveform, frames)
     assert np.abs(features - whole.numpy()).max() <= 1e-4
@@ -176,14 +198,6 @@ def test_the_manifest_catches_a_changed_byte(exported, tmp_path):
     graph.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="temporal_decoder.onnx has changed"):
         verify_manifest(copy)
-
-
-def test_verify_manifest_imports_no_torch():
-    import subprocess
-    import sys
-
-    code = "import sys; from mirasol_edge.export.manifest import verify_manifest; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_failed_validation_names_component_and_output_and_leaves_nothing(tmp_path, monkeypatch):

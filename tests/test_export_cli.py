@@ -1,7 +1,9 @@
 """`mirasol-edge export` and `mirasol-edge inspect`: progress, replacing, and the errors a user can cause."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -22,14 +24,39 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(checkpoint, tmp_path_factory):
-    """(bundle dir, output) of `export --force` over an older bundle (which it replaces)."""
+    """(bundle dir, output) of `export --force --json` over an older bundle (which it replaces)."""
     out = tmp_path_factory.mktemp("cli") / "bundle"
     out.mkdir()
     (out / "manifest.json").write_text('{"format": "mirasol-edge-bundle/1", "config": {}, "chunk": {}, "files": {}, "components": {}}')
     (out / "stale.onnx").write_text("from an older export")
-    result = runner.invoke(app, ["export", str(checkpoint), str(out), "--force"])
+    report = tmp_path_factory.mktemp("report") / "export.json"
+    result = runner.invoke(app, ["export", str(checkpoint), str(out), "--force", "--json", str(report)])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+def test_export_json_lists_the_files_written_and_the_validation(bundle):
+    out, output = bundle
+    report = json.loads(Path(output.splitlines()[-1].removeprefix("wrote ")).read_text())
+    assert report["bundle"] == str(out) and report["precision"] == "fp32" and report["opset"] == 23
+    assert report["files"] == {p.name: p.stat().st_size for p in out.iterdir() if p.name != "manifest.json"}
+    assert report["total_bytes"] == sum(report["files"].values())
+    assert set(report["validation"]) == {"audio_extractor", "video_extractor", "combiner", "temporal_decoder",
+                                         "context_cross_kv", "context_decoder"}
+    for outputs in report["validation"].values():
+        assert outputs and all(0 <= v["max_abs"] <= v["limit"] for v in outputs.values())
+
+
+def test_inspect_json_reports_what_it_prints(bundle, tmp_path):
+    out, _ = bundle
+    report = tmp_path / "inspect.json"
+    result = runner.invoke(app, ["inspect", str(out), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    inspected = json.loads(report.read_text())
+    assert (inspected["precision"], inspected["opset"], inspected["bad_files"]) == ("fp32", 23, [])
+    assert inspected["components"]["combiner"]["files"] == {"combiner.onnx": "ok"}
+    assert inspected["total_bytes"] == sum(c["bytes"] for c in inspected["components"].values())
+    assert inspected["components"]["temporal_decoder"]["inputs"]["chunk_position"]["dtype"] == "int64"
 
 
 def listing(path):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import random_chunks, tiny_model
-from mirasol_edge.export import TOLERANCES, export_bundle, verify_manifest
+from mirasol_edge.export import TOLERANCES, export_bundle
+from mirasol_edge.runtime.bundle import verify_manifest
 from test_export import WINDOW, ort_answer, ort_stream, sessions
 
 CHUNKS = 3
@@ -24,7 +25,7 @@ def clip(model):
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
         cross = model.context_decoder.cross_keys_values(features)
-    prompt = model.prompt_ids("what came first?")
+    prompt = model.prompt_tokens("what came first?")
     return waveform, frames, features.numpy(), model.generate(cross, prompt, max_new_tokens=12)[0].tolist(), prompt
 
 

@@ -51,7 +51,7 @@ def point_at(bundle: Path, name: str, sha256: str = "0" * 64, size: int = 0) -> 
     def change(m):
         entry = m["files"].pop("audio_extractor.onnx")
         m["files"][name] = {**entry, "sha256": sha256, "bytes": size}
-        m["components"]["audio_extractor"].update(file=name, sha256=sha256)
+        m["components"]["audio_extractor"].update(file=name)
     edit(bundle, change)
 
 
@@ -95,7 +95,15 @@ def test_a_huge_file_in_place_of_a_graph_is_refused_by_its_size_without_hashing_
     (lambda m: m["config"]["combiner"].update(latents=7), "differ from what its config implies"),
     (lambda m: m["config"].pop("audio"), "no 'audio' section"),
     (lambda m: m["config"]["combiner"].update(kind="lstm"), "not transformer or ttm"),
-    (lambda m: m["runtime_defaults"].update(temporal_window=0), "temporal_window is 0"),
+    (lambda m: m["config"].update(temporal_window=0), "temporal_window is 0"),
+    (lambda m: m["config"]["combiner"].update(kind="ttm"), "combiner.memory is None"),
+    (lambda m: m["runtime_defaults"].update(max_new_tokens=0), "max_new_tokens is 0"),
+    (lambda m: m["tokenizer"].update(eos=7), "tokenizer.eos is 7"),
+    (lambda m: m["media"].update(keep_partial_fraction=0.25), "media.keep_partial_fraction is 0.25"),
+    (lambda m: m.pop("media"), "no 'media' section"),
+    (lambda m: m["components"]["context_decoder"]["outputs"]["logits"]["shape"].__setitem__(1, "text_len + 1"),
+     "'context_decoder' outputs differ"),
+    (lambda m: m["components"]["combiner"].update(external_data=[{"file": "elsewhere.data"}]), "external data is not"),
     (lambda m: m["files"].update({"x.onnx": "nope"}), "not {sha256, bytes}"),
 ])
 def test_a_hand_edited_manifest_is_refused_in_one_sentence_and_inspect_lists_the_fault(bundle, change, needle):

@@ -76,8 +76,22 @@ def test_a_push_that_fails_changes_no_stream(runtime):
     before = [s.state for s in streams]
     bad = list(good)
     bad[1] = (good[1][0][:, :8], good[1][1])
-    with pytest.raises(ValueError, match="frames must have shape"):
+    with pytest.raises(ValueError, match="video chunks must have shape"):
         runtime.push_streams(streams, bad)
     with pytest.raises(ValueError, match="appears twice"):
         runtime.push_streams([streams[0], streams[0]], good[:2])
     assert [s.state for s in streams] == before
+
+
+def test_a_reset_stream_answers_as_a_new_one(runtime):
+    spec = runtime.chunk
+    first, second = [(*chunk_clip(c.frames, c.waveform, spec), [q.question for q in c.qa[:5]])
+                     for c in (render_clip(seed, spec, 5, 6) for seed in (31, 32))]
+    stream = runtime.create_stream()
+    for f, w in zip(first[0], first[1]):
+        stream.push(f, w)
+    stream.reset()
+    assert stream.chunks == 0
+    for f, w in zip(second[0], second[1]):
+        stream.push(f, w)
+    assert [stream.ask(q) for q in second[2]] == one_by_one(runtime, second)

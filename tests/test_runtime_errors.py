@@ -95,13 +95,16 @@ def test_an_unknown_format_version_is_named(copied_bundle, clip_mp4):
     (copied_bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="mirasol-edge-bundle/99"):
         load_bundle(copied_bundle)
-    assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "format", "mirasol-edge-bundle/2")
+    assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "format", "mirasol-edge-bundle/3")
 
 
-def test_a_bundle_of_the_growing_cache_format_is_refused_with_how_to_re_export(copied_bundle, clip_mp4):
+@pytest.mark.parametrize("version", [1, 2])  # 1: caches that grow every step; 2: a manifest without the media rules
+def test_a_bundle_of_an_older_format_is_refused_with_how_to_re_export(copied_bundle, clip_mp4, version):
     manifest = json.loads((copied_bundle / "manifest.json").read_text())
-    manifest["format"] = "mirasol-edge-bundle/1"
+    manifest["format"] = f"mirasol-edge-bundle/{version}"
     (copied_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=f"older mirasol-edge \\(format {version}: .*mirasol-edge export CHECKPOINT"):
+        load_bundle(copied_bundle)
     assert_cli_error(("ask", copied_bundle, clip_mp4, "-q", "what?"), "older mirasol-edge", "mirasol-edge export")
 
 

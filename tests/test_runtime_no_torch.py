@@ -87,3 +87,15 @@ def test_the_cli_works_without_torch(setup):
     for command in ("ask", "stream"):
         result = run(env, "-c", cli, command, "--help")
         assert result.returncode == 0 and "--question" in result.stdout, result.stderr
+
+
+def test_eval_of_a_bundle_works_without_torch(setup, tmp_path):
+    bundle, _, env, _ = setup
+    cli = "from mirasol_edge.cli import main; main()"
+    result = run(env, "-c", cli, "data", "synth", str(tmp_path / "set"), "--n", "2", "--preset", "tiny", "--max-seconds", "5")
+    assert result.returncode == 0, result.stderr
+    report = tmp_path / "eval.json"
+    result = run(env, "-c", cli, "eval", str(bundle), str(tmp_path / "set" / "manifest.jsonl"), "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(report.read_text())
+    assert scores["n_clips"] == 2 and 0 <= scores["accuracy"] <= 1

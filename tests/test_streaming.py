@@ -7,7 +7,7 @@ from mirasol_edge.runtime import tokenizer
 def test_streaming_chunk_by_chunk_gives_the_whole_clip_greedy_answer(combiner_kind):
     model = tiny_model(combiner_kind, seed=3)
     waveform, frames = random_chunks(model.cfg, batch=1, chunks=4, seed=1)
-    prompt = model.prompt_ids("what colour came first?")
+    prompt = model.prompt_tokens("what colour came first?")
     _, features = model.encode(waveform, frames)
     whole = model.generate(model.context_decoder.cross_keys_values(features), prompt, max_new_tokens=12)
     state = model.init_stream()
@@ -42,6 +42,6 @@ def test_stream_caches_keep_their_size():
 
 def test_generation_stops_at_the_text_context():
     model = tiny_model(max_text_len=24)
-    prompt = torch.tensor([[tokenizer.BOS] + tokenizer.encode("a" * 18) + [tokenizer.SEP]])  # 20 tokens
+    prompt = torch.tensor([[tokenizer.BOS] + tokenizer.tokenize("a" * 18) + [tokenizer.SEP]])  # 20 tokens
     cross = model.context_decoder.cross_keys_values(torch.randn(1, 4, model.cfg.d_model))
     assert model.generate(cross, prompt, max_new_tokens=50).shape[1] <= 4

@@ -1,8 +1,8 @@
 """Training data as batching.Example: synthetic clips rendered on the fly, or media files from a manifest.
 
 An item is the list of examples of ONE clip: `questions_per_clip` (question, answer) pairs that share
-the clip's frames and waveform (the same arrays). `collate_clips` pads the clips once and points every
-question at its clip, so the training step encodes each clip once for all its questions.
+the clip's frames and waveform (the same arrays). `batching.collate_clips` pads the clips once and
+points every question at its clip, so the training step encodes each clip once for all its questions.
 
 Files are decoded by runtime.media.read_clip, the same path inference uses (no train/serve skew).
 """
@@ -14,18 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from mirasol_edge.batching import Example, collate
-from mirasol_edge.config import ModelConfig
+from mirasol_edge.batching import ClipExamples, Example
 from mirasol_edge.data.manifest import ManifestRow, load_manifest
 from mirasol_edge.data.synth import allowed_durations, clip_seed, render_clip, second_events
-from mirasol_edge.model.mirasol import IGNORE
-from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.chunking import ChunkSpec, chunk_clip
-
-ClipExamples = list  # list[Example]: the questions of one clip, sharing its arrays
 
 
 def _pick(n_available: int, k: int | None, rng: np.random.Generator) -> list[int]:
@@ -139,28 +133,3 @@ class ManifestDataset(Dataset):
         return [Example(frames, waveform, rows[j].question, rows[j].answer)
                 for j in _pick(len(rows), self.questions_per_clip, rng)]
 
-
-def collate_clips(items: list[ClipExamples], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Items (the examples of one clip each) -> one batch whose C clips are stored once.
-
-    Returns batching.collate's keys with waveform (C, K, S), frames (C, K, F, H, W, 3), chunk_mask
-    (C, K) for the clips, tokens / labels (B, T) for the B >= C questions, and question_clip (B,):
-    the clip each question asks about.
-    """
-    batch = collate([clip[0] for clip in items], cfg)  # media of each clip once (and its first question)
-    sequences = [tokenizer.encode_example(e.question, e.answer, cfg.max_text_len) for clip in items for e in clip]
-    t = max(len(ids) for ids, _ in sequences) - 1
-    tokens = np.full((len(sequences), t), tokenizer.PAD, np.int64)
-    labels = np.full((len(sequences), t), IGNORE, np.int64)
-    for i, (ids, answer_start) in enumerate(sequences):  # as batching.collate: sep predicts the answer's first token
-        tokens[i, : len(ids) - 1] = ids[:-1]
-        labels[i, answer_start - 1 : len(ids) - 1] = ids[answer_start:]
-    batch["tokens"], batch["labels"] = torch.from_numpy(tokens), torch.from_numpy(labels)
-    batch["question_clip"] = torch.tensor([c for c, clip in enumerate(items) for _ in clip], dtype=torch.long)
-    if cfg.event_classes:  # (C, K, A) per-chunk event classes, IGNORE where unknown or padding
-        events = np.full((len(items), batch["chunk_mask"].shape[1], len(cfg.event_classes)), IGNORE, np.int64)
-        for c, clip in enumerate(items):
-            if clip[0].events is not None:
-                events[c, : len(clip[0].events)] = clip[0].events
-        batch["chunk_events"] = torch.from_numpy(events)
-    return batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import math
 
 import torch
@@ -80,6 +82,9 @@ class VideoExtractor(nn.Module):
         super().__init__()
         v, d = cfg.video, cfg.d_model
         self.backbone_name = v.backbone
+        if v.backbone == "tubelet" and backbone_weights is not None:
+            raise ValueError("backbone weights need a torchvision video backbone (r3d_18, r2plus1d_18 or mc3_18); "
+                             "the tubelet extractor has none.")
         if v.backbone == "tubelet":
             mean, std = IMAGE_MEAN, IMAGE_STD
             # A convolutional stem (two 3x3, stride-2 convolutions per frame) before the tubelet patches:
@@ -132,15 +137,36 @@ class VideoExtractor(nn.Module):
 
 
 def _torchvision_backbone(name: str, weights_path: str | None) -> nn.Module:
-    """A torchvision video ResNet without its pooling and classifier; weights from a local file only."""
+    """A torchvision video ResNet without its pooling and classifier; weights from a local file only.
+
+    The file is checked name by name and shape by shape before loading, each fault a ValueError
+    naming it (load_state_dict would raise a RuntimeError on a wrong shape).
+    """
     import torchvision.models.video as tv
 
     if name not in ("r3d_18", "mc3_18", "r2plus1d_18"):
         raise ValueError(f"unknown video backbone {name!r}; use tubelet, r3d_18, mc3_18 or r2plus1d_18.")
     net = getattr(tv, name)(weights=None)  # never downloads
     if weights_path is not None:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if [k for k in missing if not k.startswith("fc.")] or unexpected:
-            raise ValueError(f"{weights_path} is not a {name} state dict (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        if not os.path.isfile(weights_path):
+            raise ValueError(f"video backbone weights {weights_path} do not exist; give a local state dict of "
+                             f"torchvision's {name} (nothing is downloaded).")
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle, zip and unpickler errors all mean "not a state dict"
+            raise ValueError(f"{weights_path} is not a PyTorch state dict ({type(e).__name__}); give the .pth "
+                             f"weights of torchvision's {name}.") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{weights_path} is not a state dict (a dict of tensors); save the weights with "
+                             f"torch.save(net.state_dict(), path).")
+        expected = net.state_dict()
+        faults = [f"{what} {', '.join(keys[:2])}" for what, keys in (
+            ("missing", [k for k in expected if k not in state and not k.startswith("fc.")]),  # the classifier is dropped
+            ("unexpected", [k for k in state if k not in expected]),
+            ("wrong shape", sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)),
+        ) if keys]
+        if faults:
+            raise ValueError(f"{weights_path} is not a state dict of torchvision's {name} ({'; '.join(faults)}); "
+                             f"give weights of that very net or pick its --video-backbone.")
+        net.load_state_dict(state, strict=False)
     return nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4)

@@ -1,7 +1,8 @@
 """MirasolModel: extractors -> combiner -> temporal decoder per chunk; context decoder for text.
 
 Two ways through the same weights, which give the same features and the same greedy answer:
-- whole clip: `encode` / `forward` (training), all chunks at once under a block-causal mask;
+- whole clip: `encode` (training; its loss is mirasol_edge.train.loss), all chunks at once under a
+  block-causal mask;
 - streaming: `init_stream` -> `push_chunk` ... -> `generate` (inference, mirrored by the
   exporter and the ONNX runtime), every cache an explicit tensor in a `StreamState`.
 """
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mirasol_edge.config import ModelConfig
@@ -20,9 +20,7 @@ from mirasol_edge.model.combiner import build_combiner
 from mirasol_edge.model.decoders import KV, ContextDecoder, TemporalDecoder
 from mirasol_edge.model.extractors import AudioExtractor, VideoExtractor
 from mirasol_edge.runtime import tokenizer
-from mirasol_edge.runtime.chunking import chunk_clip
-
-IGNORE = -100  # label of tokens that are not scored (question, padding)
+from mirasol_edge.runtime.chunking import check_media, chunk_clip
 
 
 @dataclass(frozen=True)
@@ -51,21 +49,7 @@ class MirasolModel(nn.Module):
 
     def check_chunks(self, waveform: Tensor, frames: Tensor) -> None:
         """Raise ValueError if waveform (B, K, S) float32 / frames (B, K, F, H, W, 3) uint8 do not fit."""
-        spec = self.cfg.chunk
-        f, s, hw = spec.frames_per_chunk, spec.samples_per_chunk, spec.frame_size
-        if frames.dtype != torch.uint8:
-            raise ValueError(f"video frames must be uint8 RGB, got {frames.dtype}; convert with .to(torch.uint8).")
-        if waveform.dtype != torch.float32:
-            raise ValueError(f"audio must be float32 samples in [-1, 1], got {waveform.dtype}.")
-        if frames.ndim != 6 or tuple(frames.shape[2:]) != (f, hw, hw, 3):
-            raise ValueError(
-                f"video chunks must have shape (B, K, {f}, {hw}, {hw}, 3) (frames of {hw}x{hw} at "
-                f"{spec.fps} fps), got {tuple(frames.shape)}; resize and chunk with runtime.chunking."
-            )
-        if waveform.ndim != 3 or waveform.shape[2] != s or waveform.shape[:2] != frames.shape[:2]:
-            raise ValueError(f"audio chunks must have shape {tuple(frames.shape[:2]) + (s,)}, got {tuple(waveform.shape)}.")
-        if frames.shape[1] == 0:
-            raise ValueError("the clip is empty: it has no chunks.")
+        check_media(frames, waveform, self.cfg.chunk, lead=2)
 
     # -- whole clip -------------------------------------------------------------------------
 
@@ -93,31 +77,6 @@ class MirasolModel(nn.Module):
         features = self.temporal_decoder(latents.flatten(1, 2))  # (B, K, m, D) -> (B, K*m, D)
         return latents, features
 
-    def forward(self, waveform: Tensor, frames: Tensor, tokens: Tensor, labels: Tensor, chunk_mask: Tensor | None = None):
-        """Training loss.
-
-        waveform (B, K, S) f32, frames (B, K, F, H, W, 3) u8, tokens (B, T) the input ids,
-        labels (B, T) the next ids with IGNORE where unscored, chunk_mask (B, K) True for real
-        (not padding) chunks. Returns {"loss", "answer_loss", "latent_loss"}.
-        """
-        latents, features = self.encode(waveform, frames)
-        b, k, m, d = latents.shape
-        cross_mask = None
-        if chunk_mask is not None:
-            cross_mask = chunk_mask.repeat_interleave(m, dim=1)[:, None, None, :]  # (B, 1, 1, K*m)
-        cross = self.context_decoder.cross_keys_values(features)
-        logits = self.context_decoder(tokens, cross, cross_mask=cross_mask)
-        answer_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-        if k > 1:  # chunk k's features predict chunk k+1's latents (targets not back-propagated)
-            predicted = self.temporal_decoder.next_latents(features).view(b, k, m, d)[:, :-1]
-            error = (predicted - latents[:, 1:].detach()).pow(2).mean(dim=(2, 3))  # (B, K-1)
-            valid = torch.ones_like(error) if chunk_mask is None else chunk_mask[:, 1:].float()
-            latent_loss = (error * valid).sum() / valid.sum().clamp(min=1)
-        else:
-            latent_loss = features.new_zeros(())
-        loss = answer_loss + self.cfg.latent_loss_weight * latent_loss
-        return {"loss": loss, "answer_loss": answer_loss, "latent_loss": latent_loss}
-
     # -- streaming ----------------------------------------------------------------------------
 
     def init_stream(self, batch: int = 1, window: int | None = None) -> StreamState:
@@ -139,7 +98,7 @@ class MirasolModel(nn.Module):
         """One chunk: waveform (B, S) f32, frames (B, F, H, W, 3) u8 -> the stream's next state.
 
         Both caches are rings of the last `window` chunks: the temporal one sees what the whole-clip
-        mask lets it see, the cross one bounds memory on endless streams (the whole-clip forward sees all).
+        mask lets it see, the cross one bounds memory on endless streams (the whole-clip encode sees all).
         """
         latents, memory = self.combine(waveform[:, None], frames[:, None], state.memory)  # (B, 1, m, D)
         chunk = torch.full((latents.shape[0],), state.chunks, dtype=torch.long, device=latents.device)
@@ -176,9 +135,9 @@ class MirasolModel(nn.Module):
             position = position + 1
         return torch.stack(out, dim=1) if out else prompt.new_zeros(b, 0)
 
-    def prompt_ids(self, question: str) -> Tensor:
+    def prompt_tokens(self, question: str) -> Tensor:
         """question -> (1, T0) ids [bos] question [sep]; ValueError if empty or too long."""
-        ids = tokenizer.encode_prompt(question, self.cfg.max_text_len)
+        ids = tokenizer.prompt_tokens(question, self.cfg.max_text_len)
         return torch.tensor([ids], device=self.temporal_decoder.slot.device)
 
     @torch.no_grad()
@@ -186,15 +145,15 @@ class MirasolModel(nn.Module):
         """Greedy answer to `question` about the chunks pushed so far (batch 1). Leaves the stream as it is."""
         if state.chunks == 0:
             raise ValueError("no chunk has been pushed to the stream yet; push at least one chunk before asking.")
-        ids = self.generate(state.cross, self.prompt_ids(question), max_new_tokens, chunks=state.chunks)
-        return tokenizer.decode(ids[0].tolist())
+        ids = self.generate(state.cross, self.prompt_tokens(question), max_new_tokens, chunks=state.chunks)
+        return tokenizer.detokenize(ids[0].tolist())
 
     @torch.no_grad()
     def answer_clip(self, frames: np.ndarray, waveform: np.ndarray, question: str, max_new_tokens: int = 16) -> str:
         """Whole clip from arrays: frames (T, H, W, 3) u8 at the model's fps and size, waveform (N,) f32."""
-        prompt = self.prompt_ids(question)  # checks the question before any compute
+        prompt = self.prompt_tokens(question)  # checks the question before any compute
         frames, waveform = chunk_clip(frames, waveform, self.cfg.chunk)  # (K, F, H, W, 3), (K, S)
         device = prompt.device
         _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
         cross = self.context_decoder.cross_keys_values(features)
-        return tokenizer.decode(self.generate(cross, prompt, max_new_tokens)[0].tolist())
+        return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens)[0].tolist())

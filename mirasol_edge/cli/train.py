@@ -1,19 +1,19 @@
-"""CLI commands of the PyTorch side: data synth, train, eval, demo (torch is imported inside them)."""
+"""Commands of the PyTorch side: data synth, train, eval, demo (torch is imported inside them)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mirasol_edge.cli import app, user_errors
-
-data_app = typer.Typer(help="Datasets: write the synthetic audio-visual QA set as .mp4 files + manifest.jsonl.",
-                       no_args_is_help=True)
-app.add_typer(data_app, name="data")
+from mirasol_edge.cli.app import (
+    COMBINER, VIDEO_BACKBONE, VIDEO_BACKBONE_WEIGHTS, json_option,
+    with_video_backbone, write_json,
+)
 
 _THREADS = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; torchrun sets 1 per process).")
 
@@ -47,8 +47,6 @@ def _set_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
-@data_app.command("synth")
-@user_errors
 def data_synth(
     out: Path = typer.Argument(..., help="Folder to write: clips/*.mp4, manifest.jsonl, spec.json."),
     n: int = typer.Option(1000, "--n", help="Number of clips."),
@@ -56,6 +54,7 @@ def data_synth(
     preset: str = typer.Option("small", "--preset", "-p", help="Model preset whose chunk spec (fps, frame size, audio rate) the clips match."),
     min_seconds: int = typer.Option(4, help="Shortest clip, seconds."),
     max_seconds: int = typer.Option(12, help="Longest clip, seconds."),
+    json_out: Optional[Path] = json_option("out, manifest, clips, questions, seconds"),
 ):
     """Render the procedural audio-visual QA set as H.264/AAC .mp4 clips with a manifest (docs/data.md)."""
     from mirasol_edge.config import preset as get_preset
@@ -66,16 +65,20 @@ def data_synth(
     spec = get_preset(preset).chunk
     start = time.perf_counter()
     manifest = write_dataset(out, n, seed, spec, min_seconds, max_seconds, progress=True)
-    rows = sum(1 for line in manifest.read_text().splitlines() if line.strip())
-    typer.echo(f"wrote {n} clips and {rows} questions to {manifest} in {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    questions = sum(1 for line in manifest.read_text().splitlines() if line.strip())
+    typer.echo(f"wrote {n} clips and {questions} questions to {manifest} in {seconds:.1f} s")
+    if json_out is not None:
+        write_json(json_out, {"out": str(out), "manifest": str(manifest), "clips": n, "questions": questions,
+                              "seconds": round(seconds, 3)})
 
 
-@app.command()
-@user_errors
 def train(
     out: Path = typer.Option(Path("runs/small"), "--out", "-o", help="Run folder: checkpoint.pt, loss.png, log.jsonl."),
     preset: str = typer.Option("small", "--preset", "-p", help="Model preset: tiny, small, base."),
-    combiner: Optional[str] = typer.Option(None, help="Override the preset's combiner: transformer or ttm."),
+    combiner: Optional[str] = COMBINER,
+    video_backbone: Optional[str] = VIDEO_BACKBONE,
+    video_backbone_weights: Optional[Path] = VIDEO_BACKBONE_WEIGHTS,
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (the schedule ends here) ..."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="... and/or a training-time budget; the first to run out ends the run."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per global batch (split across torchrun processes)."),
@@ -92,12 +95,15 @@ def train(
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes per training process."),
     amp: str = typer.Option("auto", "--amp", help="Mixed precision. auto: bf16 (or fp16) on CUDA, none on CPU; bf16: also on CPU (fast with AMX); fp16; off."),
     threads: Optional[int] = _THREADS,
+    json_out: Optional[Path] = json_option(
+        "checkpoint, log, and the last line of log.jsonl (step, loss, answer_loss, latent_loss, event_loss, lr, "
+        "grad_norm, clips_per_s, elapsed_s)"),
 ):
     """Train a model on synthetic clips (default) or on a manifest's files.
 
     Several processes: torchrun --nproc_per_node N $(which mirasol-edge) train ...
     """
-    from mirasol_edge.train import TrainConfig, train as run_training
+    from mirasol_edge.train import LOG, TrainConfig, train as run_training
 
     if manifest is not None and not manifest.is_file():
         raise ValueError(f"manifest {manifest} does not exist; write one with `mirasol-edge data synth` or see docs/data.md.")
@@ -107,46 +113,55 @@ def train(
         durations=_ints(durations, "--durations"), duration_weights=_floats(duration_weights, "--duration-weights"),
         manifest=str(manifest) if manifest else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
     )
-    tcfg.model_config()  # a bad preset or combiner fails before anything starts
+    cfg = with_video_backbone(tcfg.model_config(), video_backbone)  # bad options fail before anything starts
     _set_threads(threads)
-    run_training(tcfg, out, resume=resume)
+    weights = str(video_backbone_weights) if video_backbone_weights is not None else None
+    checkpoint = run_training(tcfg, out, resume=resume, model_cfg=cfg, video_backbone_weights=weights)
+    if json_out is not None and os.environ.get("RANK", "0") == "0":  # under torchrun, the process that wrote the run
+        log = checkpoint.with_name(LOG)
+        lines = log.read_text().splitlines() if log.is_file() else []
+        write_json(json_out, {"checkpoint": str(checkpoint), "log": str(log), **(json.loads(lines[-1]) if lines else {})})
 
 
-@app.command("eval")
-@user_errors
+_SCORES = ("n_clips, n_questions, accuracy, baseline, families {family: {n, accuracy, baseline}}, "
+           "templates {template: {n, accuracy}}")
+
+
 def eval_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt) written by mirasol-edge train, or a bundle directory (runs it through the ONNX runtime)."),
     manifest: Path = typer.Argument(..., help="Manifest (.jsonl) of the held-out clips and questions."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores (overall, per family, per template) as JSON here."),
+    json_out: Optional[Path] = json_option(f"checkpoint, manifest, {_SCORES}"),
     predictions_out: Optional[Path] = typer.Option(None, "--predictions", help="Also write every answer here, one JSON line per question."),
     baseline_manifest: Optional[Path] = typer.Option(
         None, "--baseline-manifest", help="Train manifest the question-only baseline learns from "
         "(default for synthetic data: the questions of 2000 generated clips)."),
     batch_clips: int = typer.Option(8, "--batch-clips", help="Clips of equal length encoded together."),
     workers: int = typer.Option(2, "--workers", help="Decoding threads."),
-    threads: Optional[int] = _THREADS,
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads for a checkpoint (default: torch's "
+                                          "choice); a bundle runs on one ONNX Runtime thread pool of all cores."),
 ):
     """Exact-match accuracy overall and per family on media files, beside the question-only baseline."""
-    from mirasol_edge.checkpoint import load_checkpoint
     from mirasol_edge.data.manifest import load_manifest
-    from mirasol_edge.evaluate import evaluate_manifest, format_table, progress_printer
+    from mirasol_edge.progress import CountProgress
+    from mirasol_edge.scoring import format_table
 
     rows = load_manifest(manifest)
     baseline_rows = load_manifest(baseline_manifest, check_files=False) if baseline_manifest else None
-    _set_threads(threads)
-    if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime
+    if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime (no torch)
         from mirasol_edge.evaluate_runtime import evaluate_bundle
 
-        summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, progress_printer(), thread_pool="shared")
+        summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, CountProgress("evaluated"), thread_pool="shared")
     else:
+        from mirasol_edge.checkpoint import load_checkpoint
+        from mirasol_edge.evaluate import evaluate_manifest
+
+        _set_threads(threads)
         model, _ = load_checkpoint(checkpoint)
-        summary, predictions = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, progress_printer())
+        summary, predictions = evaluate_manifest(model, rows, baseline_rows, batch_clips, workers, CountProgress("evaluated"))
     summary["checkpoint"], summary["manifest"] = str(checkpoint), str(manifest)
     typer.echo(format_table(summary))
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(summary, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+    if json_out is not None:
+        write_json(json_out, summary)
     if predictions_out:
         from dataclasses import asdict
 
@@ -160,14 +175,14 @@ def eval_command(
 DEMO_TRAIN_SEED, DEMO_HELD_OUT_SEED = 1, 7  # training clips and the held-out .mp4 clips never share a seed
 
 
-@app.command()
-@user_errors
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the checkpoint, loss curve and clips."),
     minutes: float = typer.Option(3.0, "--minutes", help="Training time budget."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Train this many steps instead (e.g. 5 for a smoke test)."),
     held_out: int = typer.Option(30, "--held-out", help="Held-out .mp4 clips whose accuracy is printed."),
     threads: Optional[int] = _THREADS,
+    json_out: Optional[Path] = json_option(
+        f"checkpoint, held_out_manifest, evaluation {{{_SCORES}}}, clip, answers [{{question, answer, expected, correct}}]"),
 ):
     """Train the tiny model briefly on synthetic clips, then answer questions about new .mp4 clips."""
     import warnings
@@ -175,8 +190,9 @@ def demo(
     from mirasol_edge.checkpoint import load_checkpoint
     from mirasol_edge.data.manifest import load_manifest
     from mirasol_edge.data.synth import write_dataset
-    from mirasol_edge.evaluate import evaluate_manifest, format_table
+    from mirasol_edge.evaluate import evaluate_manifest
     from mirasol_edge.runtime.media import iter_chunks
+    from mirasol_edge.scoring import format_table
     from mirasol_edge.train import TrainConfig, train as run_training
 
     import torch
@@ -206,15 +222,17 @@ def demo(
     state = model.init_stream()
     for frames, waveform in iter_chunks(clip, model.cfg.chunk):
         state = model.push_chunk(state, torch.from_numpy(waveform)[None], torch.from_numpy(frames)[None])
-    right = 0
-    clip_rows = [r for r in rows if r.video == clip]
-    for r in clip_rows:
+    answers = []
+    for r in (r for r in rows if r.video == clip):
         answer = model.answer(state, r.question)
-        ok = answer.strip().lower() == r.answer.lower()
-        right += ok
-        typer.echo(f"  Q: {r.question}\n     model: {answer!r:<10} right answer: {r.answer!r:<10} {'ok' if ok else 'wrong'}")
+        correct = answer.strip().lower() == r.answer.lower()
+        answers.append({"question": r.question, "answer": answer, "expected": r.answer, "correct": correct})
+        typer.echo(f"  Q: {r.question}\n     model: {answer!r:<10} right answer: {r.answer!r:<10} {'ok' if correct else 'wrong'}")
     typer.echo(
-        f"\n{right}/{len(clip_rows)} right on this clip; {100 * summary['accuracy']:.1f} % on all {summary['n_questions']} "
-        f"held-out questions (question-only baseline {100 * (summary['baseline'] or 0):.1f} %). "
+        f"\n{sum(a['correct'] for a in answers)}/{len(answers)} right on this clip; {100 * summary['accuracy']:.1f} % on all "
+        f"{summary['n_questions']} held-out questions (question-only baseline {100 * (summary['baseline'] or 0):.1f} %). "
         f"The full recipe (make reproduce) trains the small preset for 30 min."
     )
+    if json_out is not None:
+        write_json(json_out, {"checkpoint": str(checkpoint), "held_out_manifest": str(manifest), "evaluation": summary,
+                              "clip": str(clip), "answers": answers})

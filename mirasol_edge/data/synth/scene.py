@@ -1,26 +1,15 @@
-"""A procedural audio-visual question-answering dataset, rendered with numpy.
+"""What a synthetic clip contains, before any rendering: vocabulary, scene sampling, questions, event labels.
 
-A clip is a few whole seconds long. Its video is a sequence of coloured shapes on a
-dark background, one after the other, each moving in one direction for a whole number
-of seconds. Its audio has three sounds, each in its own whole second: a sustained tone
-(low or high), a burst of 1-4 short beeps, and a burst of noise; the other seconds are
-silent. Every clip comes with questions whose answers need the video, the audio, both
-together, or the order of events across time (see TEMPLATES and docs/data.md).
-
-Everything is drawn from ``np.random.default_rng(seed)``: the same seed gives the same
-arrays and questions. Answers are balanced by construction (each attribute is drawn
-uniformly and independently, and colours are a random permutation), so the question
-alone cannot beat chance by much; ``manifest.majority_baseline`` measures it.
-
-This module needs only numpy; PyAV is imported inside the writers.
+Everything is drawn from the generator render_clip passes in (``np.random.default_rng(seed)``), in a
+fixed order: the same seed gives the same scene. Answers are balanced by construction (each attribute
+is drawn uniformly and independently, and colours are a random permutation), so the question alone
+cannot beat chance by much; ``manifest.majority_baseline`` measures it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -44,14 +33,8 @@ MAX_BEEPS = 4  # beeps per clip: 1..MAX_BEEPS, drawn uniformly
 
 TONE_HZ = {"low": 250.0, "high": 2500.0}  # +-6 % jitter per clip; beeps sit between
 BEEP_HZ = 800.0
-BEEP_SECONDS = 0.1  # beep onsets are on a quarter-second grid: >= 0.15 s of silence between
-NOISE_SECONDS = 0.7
-FADE_SECONDS = 0.01  # raised-cosine fades: no clicks
-TONE_AMP, BEEP_AMP, NOISE_AMP = 0.5, 0.6, 0.3  # peak amplitudes; the mix stays in [-1, 1]
 
 OBJECT_SIZE = (0.40, 0.50)  # shape width as a fraction of the frame side (13-16 px at 32)
-TRAVEL = 0.45  # a shape's centre moves this fraction of the frame side each second (then restarts)
-BACKGROUND_MAX = 40  # background is a dark grey-blue, each channel <= this
 
 
 @dataclass(frozen=True)
@@ -139,9 +122,6 @@ class Event:
     freq_hz: float | None = None
     onsets: tuple[float, ...] | None = None
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
-
 
 @dataclass
 class Scene:
@@ -158,16 +138,6 @@ class Scene:
 
     def sound(self, kind: str) -> Event:
         return next(e for e in self.events if e.kind == kind)
-
-
-@dataclass
-class SynthClip:
-    frames: np.ndarray  # (T, H, W, 3) uint8, T = duration * fps
-    waveform: np.ndarray  # (N,) float32 in [-1, 1], N = duration * sample_rate
-    duration_seconds: int
-    events: list[Event]
-    qa: list[QA]
-    seed: int = 0
 
 
 # --- sampling -----------------------------------------------------------------------
@@ -201,7 +171,8 @@ def clip_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _sample_scene(rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int) -> Scene:
+def draw_scene(rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int) -> Scene:
+    """Scene `seed` drawn from rng, which render_clip then goes on drawing the clip's looks and sounds from."""
     durations = allowed_durations(spec, min_seconds, max_seconds)
     d = int(durations[rng.integers(len(durations))])
 
@@ -274,12 +245,21 @@ def _questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
     return qa
 
 
+# --- per-second event labels (training targets) and chance ----------------------------------
+
 EVENT_ATTRIBUTES = ("colour", "shape", "motion", "sound")
 # classes per attribute; sound: 0 silence, 1 low tone, 2 high tone, 3..6 one to four beeps, 7 noise
 EVENT_CLASSES = (len(COLOURS), len(SHAPES), len(MOTIONS), 1 + len(PITCHES) + MAX_BEEPS + 1)
 
 
-def second_events(clip: Scene | SynthClip) -> np.ndarray:
+class TimedEvents(Protocol):
+    """A Scene, or a clip rendered from one: what the per-second event labels are read from."""
+
+    duration_seconds: int
+    events: list[Event]
+
+
+def second_events(clip: TimedEvents) -> np.ndarray:
     """(duration_seconds, 4) int64: per second the class of each of EVENT_ATTRIBUTES (training targets)."""
     out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
     for e in clip.events:
@@ -292,176 +272,7 @@ def second_events(clip: Scene | SynthClip) -> np.ndarray:
 
 def sample_scene(seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12) -> Scene:
     """The events and questions of clip `seed`, without rendering (same as render_clip's)."""
-    return _sample_scene(np.random.default_rng(seed), seed, spec, min_seconds, max_seconds)
-
-
-# --- rendering ----------------------------------------------------------------------
-
-
-def _render_video(scene: Scene, spec: ChunkSpec, background: np.ndarray) -> np.ndarray:
-    fps, s = spec.fps, spec.frame_size
-    t_frames = scene.duration_seconds * fps
-    t = (np.arange(t_frames) + 0.5) / fps  # each frame shows the middle of its time slot
-    objs = scene.objects
-    idx = np.searchsorted(np.array([o.end for o in objs]), t, side="right")  # object on each frame
-    # each second the shape sweeps TRAVEL across the frame in its direction, then starts
-    # again: motion is steady inside every 1 s chunk however long the object stays
-    progress = (t - np.floor(t)) - 0.5  # -0.5 .. 0.5 through the current second
-    dir_xy = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # y grows downwards
-    dx = np.array([dir_xy[o.motion][0] for o in objs], np.float64)[idx]
-    dy = np.array([dir_xy[o.motion][1] for o in objs], np.float64)[idx]
-    offset = np.array([o.offset for o in objs])[idx]
-    # along the motion axis: 0.5 + progress * TRAVEL; across it: the object's offset
-    cx = np.where(dx != 0, 0.5 + dx * progress * TRAVEL, offset) * s  # (T,)
-    cy = np.where(dy != 0, 0.5 + dy * progress * TRAVEL, offset) * s
-    r = np.array([o.size for o in objs])[idx] * s / 2  # half width
-    shape_id = np.array([SHAPES.index(o.shape) for o in objs])[idx]
-    colour = np.array([COLOURS[o.colour] for o in objs], np.uint8)[idx]  # (T, 3)
-
-    grid = np.arange(s, dtype=np.float32) + 0.5
-    ux = (grid[None, None, :] - cx[:, None, None].astype(np.float32)) / r[:, None, None].astype(np.float32)
-    uy = (grid[None, :, None] - cy[:, None, None].astype(np.float32)) / r[:, None, None].astype(np.float32)
-    # in units of the half width, with similar areas (2.4-3.1): square |x|,|y| <= 0.85,
-    # circle radius 1, triangle apex up at y = -1.1, base at y = 1.0 with half width 1.15
-    sq = (np.abs(ux) <= 0.85) & (np.abs(uy) <= 0.85)
-    circ = ux * ux + uy * uy <= 1.0
-    tri = (uy <= 1.0) & (np.abs(ux) <= (uy + 1.1) * (1.15 / 2.1))
-    sid = shape_id[:, None, None]
-    mask = np.where(sid == 0, sq, np.where(sid == 1, circ, tri))  # (T, H, W)
-    frames = np.where(mask[..., None], colour[:, None, None, :], background[None, None, None, :])
-    return frames.astype(np.uint8, copy=False)
-
-
-def _fade(n: int, sr: int) -> np.ndarray:
-    """Raised-cosine envelope of length n with FADE_SECONDS ramps."""
-    env = np.ones(n, np.float32)
-    m = min(int(FADE_SECONDS * sr), n // 2)
-    if m > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)).astype(np.float32)
-        env[:m] = ramp
-        env[n - m:] = ramp[::-1]
-    return env
-
-
-def _render_audio(scene: Scene, spec: ChunkSpec, rng: np.random.Generator) -> np.ndarray:
-    sr = spec.sample_rate
-    wav = np.zeros(scene.duration_seconds * sr, np.float32)
-
-    tone = scene.sound("tone")
-    n = sr  # one second
-    ph = float(rng.uniform(0, 2 * np.pi))
-    wav[tone.start * sr: tone.start * sr + n] += (
-        TONE_AMP * _fade(n, sr) * np.sin(2 * np.pi * tone.freq_hz * np.arange(n, dtype=np.float32) / sr + ph)
-    )
-
-    beeps = scene.sound("beeps")
-    nb = int(round(BEEP_SECONDS * sr))
-    burst = BEEP_AMP * _fade(nb, sr) * np.sin(2 * np.pi * beeps.freq_hz * np.arange(nb, dtype=np.float32) / sr)
-    for onset in beeps.onsets:
-        i = int(round(onset * sr))
-        wav[i: i + nb] += burst
-
-    noise = scene.sound("noise")
-    nn = int(round(NOISE_SECONDS * sr))
-    i = noise.start * sr + int(round((1 - NOISE_SECONDS) / 2 * sr))
-    wav[i: i + nn] += NOISE_AMP * _fade(nn, sr) * rng.uniform(-1, 1, nn).astype(np.float32)
-    return np.clip(wav, -1.0, 1.0)
-
-
-def render_clip(seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12) -> SynthClip:
-    """Render clip `seed`: frames at spec.fps x spec.frame_size, mono audio at spec.sample_rate.
-
-    The length is a whole number of seconds in [min_seconds, max_seconds] (a multiple of
-    chunk_seconds when that is whole, see allowed_durations). Deterministic for a seed.
-    """
-    rng = np.random.default_rng(seed)
-    scene = _sample_scene(rng, seed, spec, min_seconds, max_seconds)
-    background = rng.integers(0, BACKGROUND_MAX + 1, size=3).astype(np.uint8)
-    frames = _render_video(scene, spec, background)
-    waveform = _render_audio(scene, spec, rng)
-    return SynthClip(frames, waveform, scene.duration_seconds, scene.events, scene.qa, int(seed))
-
-
-# --- writing ------------------------------------------------------------------------
-
-VIDEO_CRF = 12  # near-lossless on flat colours; files stay tiny (tens of kB per clip)
-AUDIO_BIT_RATE = 96_000
-
-
-def write_clip_mp4(path: str | os.PathLike, clip: SynthClip, spec: ChunkSpec) -> Path:
-    """Write `clip` as an .mp4: H.264 (libx264, yuv420p) video at spec.fps and AAC mono audio."""
-    import av  # heavy; only the writers need it
-
-    if spec.frame_size % 2:
-        raise ValueError(f"frame_size must be even for yuv420p H.264, got {spec.frame_size}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sr = spec.sample_rate
-    with av.open(str(path), "w", format="mp4") as container:
-        v = container.add_stream("libx264", rate=spec.fps, options={"crf": str(VIDEO_CRF), "preset": "medium"})
-        v.width = v.height = spec.frame_size
-        v.pix_fmt = "yuv420p"
-        a = container.add_stream("aac", rate=sr, layout="mono")
-        a.bit_rate = AUDIO_BIT_RATE
-        for i, f in enumerate(clip.frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            frame.pts = i
-            container.mux(v.encode(frame))
-        container.mux(v.encode())
-        step = 1024  # AAC frame size
-        for s in range(0, len(clip.waveform), step):
-            frame = av.AudioFrame.from_ndarray(clip.waveform[None, s: s + step], format="fltp", layout="mono")
-            frame.sample_rate = sr
-            frame.pts = s
-            container.mux(a.encode(frame))
-        container.mux(a.encode())
-    return path
-
-
-def dataset_rows(clip: SynthClip | Scene, video: str) -> list[dict]:
-    """Manifest rows (dicts) for the questions of one clip stored at `video`."""
-    return [
-        {"video": video, "question": q.question, "answer": q.answer, "family": q.family,
-         "template": q.template, "seed": int(clip.seed)}
-        for q in clip.qa
-    ]
-
-
-def write_dataset(
-    out_dir: str | os.PathLike,
-    n_clips: int,
-    seed: int,
-    spec: ChunkSpec,
-    min_seconds: int = 4,
-    max_seconds: int = 12,
-    progress: bool = True,
-) -> Path:
-    """Render n_clips clips to out_dir/clips/NNNNNN.mp4 and write out_dir/manifest.jsonl.
-
-    One manifest row per (clip, question); clip i uses clip_seed(seed, i). Also writes
-    out_dir/spec.json (the ChunkSpec and settings). Returns the manifest's path.
-    """
-    out = Path(out_dir)
-    (out / "clips").mkdir(parents=True, exist_ok=True)
-    allowed_durations(spec, min_seconds, max_seconds)  # fail early on a bad range
-    rows: list[dict] = []
-    for i in range(n_clips):
-        clip = render_clip(clip_seed(seed, i), spec, min_seconds, max_seconds)
-        rel = f"clips/{i:06d}.mp4"
-        write_clip_mp4(out / rel, clip, spec)
-        rows.extend(dataset_rows(clip, rel))
-        if progress and (i + 1 == n_clips or (i + 1) % max(1, n_clips // 20) == 0):
-            print(f"\rwrote {i + 1}/{n_clips} clips", end="\n" if i + 1 == n_clips else "", flush=True)
-    meta = {"spec": spec.to_dict(), "n_clips": n_clips, "seed": seed,
-            "min_seconds": min_seconds, "max_seconds": max_seconds, "generator": "mirasol_edge.data.synth"}
-    (out / "spec.json").write_text(json.dumps(meta, indent=2) + "\n")
-    manifest = out / "manifest.jsonl"
-    tmp = manifest.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, manifest)
-    return manifest
+    return draw_scene(np.random.default_rng(seed), seed, spec, min_seconds, max_seconds)
 
 
 def chance_accuracy(template: str) -> float:
@@ -472,9 +283,3 @@ def chance_accuracy(template: str) -> float:
     """
     return 1.0 / len(TEMPLATES[template].answers)
 
-
-__all__ = [
-    "COLOURS", "SHAPES", "MOTIONS", "PITCHES", "SOUNDS", "FAMILIES", "TEMPLATES", "Template",
-    "QA", "Event", "Scene", "SynthClip", "allowed_durations", "clip_seed", "sample_scene",
-    "render_clip", "write_clip_mp4", "write_dataset", "dataset_rows", "chance_accuracy",
-]

@@ -1,18 +1,15 @@
-"""CLI command `bench`: latency per chunk and per token (torch only with --torch)."""
+"""Command `bench`: latency per chunk and per token (torch only with --torch)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from mirasol_edge.cli import app, user_errors
+from mirasol_edge.cli.app import json_option, write_json
 
 
-@app.command()
-@user_errors
 def bench(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. fp32 and int8 exports of the same checkpoint)."),
     chunks: int = typer.Option(500, help="Chunks pushed through every engine."),
@@ -24,7 +21,7 @@ def bench(
     streams: int = typer.Option(32, "--streams", help="Streams (and questions) stepped together, against the same one at a time."),
     sources: List[Path] = typer.Option([], "--source", help="A real media file: decode + every model stage end to end (repeat for several)."),
     shared_threads: bool = typer.Option(True, "--shared-threads/--graph-threads", help="ONNX Runtime engines share one thread pool, or have a pool per graph."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (per-chunk series included) as JSON."),
+    json_out: Optional[Path] = json_option("the full report, per-chunk series included (keys: benchmarks/bench.py)"),
     plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: latency per stage against chunk index."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ):
@@ -36,9 +33,7 @@ def bench(
                  thread_pool="shared" if shared_threads else "per_session")
     typer.echo(format_table(report))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1))
-        typer.echo(f"wrote {json_out}")
+        write_json(json_out, report)
     if plot_out is not None:
         plot(report, plot_out)
         typer.echo(f"wrote {plot_out}")

@@ -1,4 +1,4 @@
-"""CLI commands of the runtime: ask, stream (no torch, ever; onnxruntime and av load inside them).
+"""Commands of the runtime: ask, stream (no torch, ever; onnxruntime and av load inside them).
 
 Questions are checked before the bundle's graphs run or the media is decoded, so a bad question
 fails in a moment. Every error a user can cause ends in one sentence on stderr and exit code 2.
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-from mirasol_edge.cli import app, user_errors
 
 _QUESTION = typer.Option(..., "--question", "-q", help="A question about the clip (repeat -q to ask several).")
 _PROVIDER = typer.Option("cpu", "--provider", help="cpu, or cuda (needs onnxruntime-gpu and an NVIDIA GPU).")
@@ -34,8 +32,6 @@ _SKIP_NONREF = typer.Option(False, "--skip-nonref", help="Decode faster: skip fr
                             "instant may show a neighbouring frame).")
 
 
-@app.command()
-@user_errors
 def ask(
     bundle: Path = typer.Argument(..., help="Bundle directory written by `mirasol-edge export`."),
     source: str = typer.Argument(..., help="Video file or URL (anything FFmpeg reads)."),
@@ -80,8 +76,6 @@ def ask(
         typer.echo(f"Q: {a['question']}\nA: {a['answer']}")
 
 
-@app.command()
-@user_errors
 def stream(
     bundle: Path = typer.Argument(..., help="Bundle directory written by `mirasol-edge export`."),
     source: str = typer.Argument(..., help="Video file, URL or live source (anything FFmpeg reads)."),
@@ -153,7 +147,7 @@ def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, wi
              options):
     """Check the questions and generation options, load the bundle, and check the questions fit its
     text context: all of it before a frame is decoded."""
-    from mirasol_edge.runtime.generation import check_question, prompt_ids
+    from mirasol_edge.runtime.tokenizer import check_question, prompt_tokens
     from mirasol_edge.runtime.session import Runtime
 
     for q in questions:
@@ -162,7 +156,7 @@ def _runtime(bundle: Path, questions: list[str], provider: str, threads: int, wi
     runtime = Runtime.load(bundle, provider=provider, intra_op_threads=threads, temporal_window=window,
                            thread_pool="shared" if shared_threads else "per_session")
     for q in questions:
-        prompt_ids(q, runtime.bundle.max_text_len)
+        prompt_tokens(q, runtime.bundle.max_text_len)
     return runtime
 
 
