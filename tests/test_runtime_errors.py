@@ -249,6 +249,19 @@ def test_cli_ask_and_stream_answer(bundle, clip_mp4, runtime):
     assert out.count("decode+push") == 4 and out.count(f"A: {expected[0]}") == 2
 
 
+def test_cli_window_sets_the_caches_of_the_runtime_it_loads(bundle, clip_mp4, monkeypatch):
+    loaded = []
+    load = Runtime.load.__func__
+    monkeypatch.setattr(Runtime, "load", classmethod(lambda cls, *a, **kw: loaded.append(load(cls, *a, **kw)) or loaded[-1]))
+    code, out, err = cli("ask", bundle, clip_mp4, "-q", "what shape is shown first?", "--json", "--threads", "1",
+                         "--window", "2")
+    assert code == 0, err
+    (runtime,) = loaded
+    assert runtime.temporal_window == 2 and runtime.state_bytes() < Runtime.load(bundle).state_bytes()
+    code, _, err = cli("ask", bundle, clip_mp4, "-q", "what shape is shown first?", "--window", "0")
+    assert code == 2 and "window" in err
+
+
 def test_a_source_that_ends_early_is_answered_with_a_warning_and_marked_incomplete(bundle, tmp_path):
     import av
 

@@ -14,21 +14,25 @@ def model_and_runtime():
     return model, Runtime.load(bundle, intra_op_threads=1)
 
 
-def test_a_1000_chunk_stream_keeps_fixed_size_caches(model_and_runtime):
-    _, runtime = model_and_runtime
-    stream = runtime.create_stream()
+def test_a_1000_chunk_stream_keeps_fixed_size_caches_and_answers_as_pytorch(model_and_runtime):
+    model, runtime = model_and_runtime
+    stream, state = runtime.create_stream(), model.init_stream()
     m, window = runtime.dims.latents, runtime.temporal_window
     assert window == runtime.bundle.config["temporal_window"]
     rng = np.random.default_rng(0)
     chunks = [random_chunk(runtime.chunk, rng) for _ in range(4)]
     for k in range(1, 1001):
         stream.push(*chunks[k % 4])
+        with one_torch_thread():
+            f, w = chunks[k % 4]
+            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
         assert stream.cache_lengths() == {"temporal": min(k, window) * m, "cross": min(k, window) * m}
         if k in (1, window, 1000):
             shapes = {a.shape for a in stream.arrays().values()}
             assert shapes == {(runtime.dims.heads, window * m, runtime.dims.head_dim)}
     assert stream.chunks == 1000
-    assert stream.ask("what happened?", max_new_tokens=4) is not None
+    for q in ("what colour came first?", "how many beeps?"):
+        assert stream.ask(q) == model.answer(state, q)
 
 
 def test_past_the_window_the_runtime_holds_pytorchs_rings_and_answers(model_and_runtime):
