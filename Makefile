@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,train,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,train,dev,ray]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -63,3 +63,40 @@ def evaluate_bundle(
             finished = []
     return summarize(predictions, baseline_for(rows, runtime.chunk, baseline_rows)), predictions
 
+
+def evaluate_bundle_on_ray(
+    bundle,
+    rows: Sequence[ManifestRow],
+    options,
+    baseline_rows: Sequence | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict, list[Prediction]]:
+    """evaluate_bundle's scores and answers, computed by `mirasol-edge batch`'s Ray Data pipeline
+    (options: a batch.ClusterOptions), with "ray_start_s" in the summary; ValueError naming the first
+    source that failed to decode."""
+    from mirasol_edge.batch import Job, run_jobs, start_ray
+    from mirasol_edge.runtime.bundle import load_bundle
+
+    if not rows:
+        raise ValueError("the manifest has no rows to evaluate.")
+    options.check()
+    chunk = load_bundle(bundle).chunk
+    by_video: dict[str, list[ManifestRow]] = {}
+    for r in rows:
+        by_video.setdefault(str(r.video), []).append(r)
+    jobs = [Job(video, tuple(dict.fromkeys(r.question for r in questions))) for video, questions in by_video.items()]
+    ray_start_s = start_ray(options)
+    predictions: list[Prediction] = []
+    answered: dict[tuple[str, str], str] = {}
+    for line in run_jobs(bundle, jobs, chunk.to_dict(), options):
+        if "error" in line:
+            raise ValueError(line["error"])
+        answered[(line["source"], line["question"])] = line["answer"]
+        if progress:
+            progress(len(answered), sum(len(j.questions) for j in jobs))
+    for video, questions in by_video.items():
+        for r in questions:
+            predictions.append(Prediction(video, r.question, r.answer, answered[(video, r.question)], r.family, r.template))
+    summary = summarize(predictions, baseline_for(rows, chunk, baseline_rows))
+    summary["ray_start_s"] = round(ray_start_s, 3)
+    return summary, predictions

@@ -1,7 +1,7 @@
 """The wheel `pip install .[cpu]` builds: what it holds, and its runtime running without torch.
 
 The wheel is unpacked in front of sys.path (as an install would place it), torch and its kin made
-uninstallable, and the CLI run from it: `ask` answers, `info` names the extra to install.
+uninstallable (and ray), and the CLI run from it: `ask` answers, `info` names the extra to install.
 """
 
 import subprocess
@@ -14,7 +14,7 @@ import pytest
 from runtime_bundles import trained
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCKED = ("torch", "torchaudio", "torchvision", "onnx", "onnxscript")
+BLOCKED = ("torch", "torchaudio", "torchvision", "onnx", "onnxscript", "ray")  # the runtime needs none of them
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ MISSING_MODULE_HINTS = {
     "onnxscript": ("the ONNX exporter", _TRAIN),
     "matplotlib": ("matplotlib", _TRAIN),
     "onnxruntime": ("ONNX Runtime", "pip install 'mirasol-edge[cpu]' (or 'mirasol-edge[gpu]' for CUDA)"),
+    "ray": ("Ray", "pip install 'mirasol-edge[ray]'"),
 }
 
 VIDEO_BACKBONES = ("tubelet", "r3d_18", "r2plus1d_18", "mc3_18")  # tubelet: the ViT-style default; the rest: torchvision
@@ -45,6 +46,13 @@ VIDEO_BACKBONE = typer.Option(
 VIDEO_BACKBONE_WEIGHTS = typer.Option(
     None, "--video-backbone-weights", help="Start the torchvision --video-backbone from this local state dict (.pth of "
     "torchvision's r3d_18, r2plus1d_18 or mc3_18; never downloaded). The checkpoint then holds them.")
+# Ray: `batch` and `eval --ray`
+ADDRESS = typer.Option(None, "--address", help="A running Ray cluster (`auto`: the one this node joined); "
+                       "default: a local Ray started with this machine's CPUs.")
+ACTORS = typer.Option(2, "--actors", help="Runtimes answering in parallel (Ray actors).")
+CPUS_PER_ACTOR = typer.Option(1.0, "--cpus-per-actor", help="CPUs each actor reserves, and its ONNX Runtime threads.")
+GPUS_PER_ACTOR = typer.Option(0.0, "--gpus-per-actor", help="GPUs each actor reserves; above 0 the actors run the CUDA provider.")
+BATCH_SIZE = typer.Option(8, "--batch-size", help="Clips an actor steps together (one push per chunk for all).")
 
 
 def user_errors(fn: Callable, command: str) -> Callable:

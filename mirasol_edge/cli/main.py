@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mirasol_edge.cli import bench, export, model, runtime, train
+from mirasol_edge.cli import batch, bench, export, model, runtime, train
 from mirasol_edge.cli.app import app, user_errors
 
 data_app = typer.Typer(help="Datasets: write the synthetic audio-visual QA set as .mp4 files + manifest.jsonl.",
@@ -23,6 +23,7 @@ for group, name, command in (
     (app, "ask", runtime.ask),
     (app, "stream", runtime.stream),
     (app, "bench", bench.bench),
+    (app, "batch", batch.batch),
 ):
     group.command(name)(user_errors(command, name if group is app else f"data {name}"))
 

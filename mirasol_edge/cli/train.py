@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from mirasol_edge.cli.app import (
-    COMBINER, VIDEO_BACKBONE, VIDEO_BACKBONE_WEIGHTS, json_option,
+    ACTORS, ADDRESS, COMBINER, CPUS_PER_ACTOR, GPUS_PER_ACTOR, VIDEO_BACKBONE, VIDEO_BACKBONE_WEIGHTS, json_option,
     with_video_backbone, write_json,
 )
 
@@ -139,6 +139,12 @@ def eval_command(
     workers: int = typer.Option(2, "--workers", help="Decoding threads."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads for a checkpoint (default: torch's "
                                           "choice); a bundle runs on one ONNX Runtime thread pool of all cores."),
+    ray: bool = typer.Option(False, "--ray", help="A bundle: answer on Ray Data as `mirasol-edge batch` does (decoding "
+                             "tasks, a pool of runtime actors; the `ray` extra)."),
+    address: Optional[str] = ADDRESS,
+    actors: int = ACTORS,
+    cpus_per_actor: float = CPUS_PER_ACTOR,
+    gpus_per_actor: float = GPUS_PER_ACTOR,
 ):
     """Exact-match accuracy overall and per family on media files, beside the question-only baseline."""
     from mirasol_edge.data.manifest import load_manifest
@@ -147,7 +153,16 @@ def eval_command(
 
     rows = load_manifest(manifest)
     baseline_rows = load_manifest(baseline_manifest, check_files=False) if baseline_manifest else None
-    if checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime (no torch)
+    if ray and not checkpoint.is_dir():
+        raise ValueError(f"--ray evaluates a bundle; {checkpoint} is a checkpoint: export it first (mirasol-edge export).")
+    if ray:
+        from mirasol_edge.batch import ClusterOptions
+        from mirasol_edge.evaluate_runtime import evaluate_bundle_on_ray
+
+        options = ClusterOptions(address, actors, cpus_per_actor, gpus_per_actor, batch_clips)
+        with CountProgress("answered", unit="questions") as progress:
+            summary, predictions = evaluate_bundle_on_ray(checkpoint, rows, options, baseline_rows, progress)
+    elif checkpoint.is_dir():  # a bundle: the same clips and scoring, through the runtime (no torch)
         from mirasol_edge.evaluate_runtime import evaluate_bundle
 
         summary, predictions = evaluate_bundle(checkpoint, rows, baseline_rows, workers, CountProgress("evaluated"), thread_pool="shared")
