@@ -54,6 +54,7 @@ def data_synth(
     preset: str = typer.Option("small", "--preset", "-p", help="Model preset whose chunk spec (fps, frame size, audio rate) the clips match."),
     min_seconds: int = typer.Option(4, help="Shortest clip, seconds."),
     max_seconds: int = typer.Option(12, help="Longest clip, seconds."),
+    off_grid: bool = typer.Option(False, "--off-grid", help="Events at sub-second times that cross chunk boundaries (default: on whole seconds)."),
     json_out: Optional[Path] = json_option("out, manifest, clips, questions, seconds"),
 ):
     """Render the procedural audio-visual QA set as H.264/AAC .mp4 clips with a manifest (docs/data.md)."""
@@ -64,7 +65,7 @@ def data_synth(
         raise ValueError(f"--n must be at least 1 clip, got {n}.")
     spec = get_preset(preset).chunk
     start = time.perf_counter()
-    manifest = write_dataset(out, n, seed, spec, min_seconds, max_seconds, progress=True)
+    manifest = write_dataset(out, n, seed, spec, min_seconds, max_seconds, progress=True, off_grid=off_grid)
     seconds = time.perf_counter() - start
     questions = sum(1 for line in manifest.read_text().splitlines() if line.strip())
     typer.echo(f"wrote {n} clips and {questions} questions to {manifest} in {seconds:.1f} s")

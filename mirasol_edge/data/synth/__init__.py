@@ -6,6 +6,8 @@ of seconds. Its audio has three sounds, each in its own whole second: a sustaine
 (low or high), a burst of 1-4 short beeps, and a burst of noise; the other seconds are
 silent. Every clip comes with questions whose answers need the video, the audio, both
 together, or the order of events across time (see scene.TEMPLATES and docs/data.md).
+With ``off_grid=True`` (CLI ``--off-grid``) events start and end at sub-second times
+instead and cross chunk boundaries (scene.draw_scene); the default output is unchanged.
 
 - scene: the vocabulary, what a clip contains (events, questions) and per-second event labels;
 - render: a scene's frames and waveform;

@@ -33,6 +33,9 @@ def _render_video(scene: Scene, spec: ChunkSpec, background: np.ndarray) -> np.n
     t = (np.arange(t_frames) + 0.5) / fps  # each frame shows the middle of its time slot
     objs = scene.objects
     idx = np.searchsorted(np.array([o.end for o in objs]), t, side="right")  # object on each frame
+    # off the grid a frame may show no shape (before the first, after the last): t in [start, end)
+    shown = (idx < len(objs)) & (t >= np.array([o.start for o in objs])[np.minimum(idx, len(objs) - 1)])
+    idx = np.minimum(idx, len(objs) - 1)
     # each second the shape sweeps TRAVEL across the frame in its direction, then starts
     # again: motion is steady inside every 1 s chunk however long the object stays
     progress = (t - np.floor(t)) - 0.5  # -0.5 .. 0.5 through the current second
@@ -56,7 +59,7 @@ def _render_video(scene: Scene, spec: ChunkSpec, background: np.ndarray) -> np.n
     circ = ux * ux + uy * uy <= 1.0
     tri = (uy <= 1.0) & (np.abs(ux) <= (uy + 1.1) * (1.15 / 2.1))
     sid = shape_id[:, None, None]
-    mask = np.where(sid == 0, sq, np.where(sid == 1, circ, tri))  # (T, H, W)
+    mask = np.where(sid == 0, sq, np.where(sid == 1, circ, tri)) & shown[:, None, None]  # (T, H, W)
     frames = np.where(mask[..., None], colour[:, None, None, :], background[None, None, None, :])
     return frames.astype(np.uint8, copy=False)
 
@@ -77,9 +80,10 @@ def _render_audio(scene: Scene, spec: ChunkSpec, rng: np.random.Generator) -> np
     wav = np.zeros(scene.duration_seconds * sr, np.float32)
 
     tone = scene.sound("tone")
-    n = sr  # one second
+    i0 = int(round(tone.start * sr))
+    n = int(round(tone.end * sr)) - i0  # one second on the grid
     ph = float(rng.uniform(0, 2 * np.pi))
-    wav[tone.start * sr: tone.start * sr + n] += (
+    wav[i0: i0 + n] += (
         TONE_AMP * _fade(n, sr) * np.sin(2 * np.pi * tone.freq_hz * np.arange(n, dtype=np.float32) / sr + ph)
     )
 
@@ -91,20 +95,28 @@ def _render_audio(scene: Scene, spec: ChunkSpec, rng: np.random.Generator) -> np
         wav[i: i + nb] += burst
 
     noise = scene.sound("noise")
-    nn = int(round(NOISE_SECONDS * sr))
-    i = noise.start * sr + int(round((1 - NOISE_SECONDS) / 2 * sr))
+    if scene.off_grid:  # the noise fills its event
+        i = int(round(noise.start * sr))
+        nn = int(round(noise.end * sr)) - i
+    else:  # NOISE_SECONDS in the middle of its second
+        nn = int(round(NOISE_SECONDS * sr))
+        i = noise.start * sr + int(round((1 - NOISE_SECONDS) / 2 * sr))
     wav[i: i + nn] += NOISE_AMP * _fade(nn, sr) * rng.uniform(-1, 1, nn).astype(np.float32)
     return np.clip(wav, -1.0, 1.0)
 
 
-def render_clip(seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12) -> SynthClip:
+def render_clip(
+    seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12, off_grid: bool = False
+) -> SynthClip:
     """Render clip `seed`: frames at spec.fps x spec.frame_size, mono audio at spec.sample_rate.
 
     The length is a whole number of seconds in [min_seconds, max_seconds] (a multiple of
     chunk_seconds when that is whole, see allowed_durations). Deterministic for a seed.
+    off_grid=True: events at sub-second times that cross chunk boundaries (scene.draw_scene);
+    each frame shows the shape whose [start, end) holds the frame's middle, or none.
     """
     rng = np.random.default_rng(seed)
-    scene = draw_scene(rng, seed, spec, min_seconds, max_seconds)
+    scene = draw_scene(rng, seed, spec, min_seconds, max_seconds, off_grid)
     background = rng.integers(0, BACKGROUND_MAX + 1, size=3).astype(np.uint8)
     frames = _render_video(scene, spec, background)
     waveform = _render_audio(scene, spec, rng)

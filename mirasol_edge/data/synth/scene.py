@@ -105,13 +105,14 @@ class QA:
 class Event:
     """One thing that happens in [start, end) seconds. kind: object | tone | beeps | noise.
 
+    start/end are whole seconds (ints) by default and floats in off-grid mode (draw_scene).
     Fields not used by a kind are None. size/offset (fractions of the frame side),
     freq_hz and onsets (seconds from the clip start) are rendering details.
     """
 
     kind: str
-    start: int
-    end: int
+    start: float  # an int unless off-grid
+    end: float
     colour: str | None = None
     shape: str | None = None
     motion: str | None = None
@@ -131,6 +132,7 @@ class Scene:
     duration_seconds: int
     events: list[Event]
     qa: list[QA]
+    off_grid: bool = False
 
     @property
     def objects(self) -> list[Event]:
@@ -171,10 +173,21 @@ def clip_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
 
 
-def draw_scene(rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int) -> Scene:
-    """Scene `seed` drawn from rng, which render_clip then goes on drawing the clip's looks and sounds from."""
+def draw_scene(
+    rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int, off_grid: bool = False
+) -> Scene:
+    """Scene `seed` drawn from rng, which render_clip then goes on drawing the clip's looks and sounds from.
+
+    off_grid=False (the default): every event starts and ends on a whole second. off_grid=True:
+    events start anywhere and last sub-second amounts (see _draw_off_grid); the clip is still a
+    whole number of seconds and the questions are the same templates with one answer each.
+    """
     durations = allowed_durations(spec, min_seconds, max_seconds)
     d = int(durations[rng.integers(len(durations))])
+    if off_grid:
+        scene = Scene(int(seed), d, _draw_off_grid(rng, d, spec), [], off_grid=True)
+        scene.qa = _questions(scene, rng)
+        return scene
 
     # video: n shapes back to back, lengths a random composition of d into n parts
     n = int(rng.integers(1, MAX_OBJECTS + 1))
@@ -206,7 +219,95 @@ def draw_scene(rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds
     return scene
 
 
-def _object_at(scene: Scene, second: int) -> Event:
+# off-grid mode: minimum lengths and gaps that keep every question's answer unique
+OFF_GRID_OBJECT_MIN = 0.75  # s: an object lasts at least this (rounded up to whole frames)
+OFF_GRID_MARGIN = 0.02  # s: a sound starts/ends at least this far inside the object on screen
+OFF_GRID_SOUND_GAP = 0.15  # s of silence between two sounds (starts >= 0.25 s apart: sounds >= 0.1 s)
+OFF_GRID_BEEP = 0.1  # s per beep (render.BEEP_SECONDS) ...
+OFF_GRID_BEEP_GAP = (0.1, 0.25)  # ... and s of silence between two beeps
+OFF_GRID_TONE = (0.3, 1.0)  # s, tone length range
+OFF_GRID_NOISE = (0.3, 0.8)  # s, noise length range
+_CS = 0.01  # sound times are whole centiseconds
+
+
+def _draw_off_grid(rng: np.random.Generator, d: int, spec: ChunkSpec) -> list[Event]:
+    """Events of a d-second off-grid clip: anywhere in time, crossing chunk boundaries.
+
+    Video: a lead-in blank of 0 to 1 s (in frames: the clip's random phase against the chunks),
+    then n shapes back to back (no two ever on screen together), each at least
+    OFF_GRID_OBJECT_MIN long; every start and end is a whole number of frames (1/spec.fps s),
+    so each frame (sampled at its slot's middle) shows one shape or none. The shape count n
+    is drawn exactly as on the grid (before, and independent of, the length).
+
+    Audio: tone (0.3-1 s), beeps (k of 0.1 s with 0.1-0.25 s of silence between them) and
+    noise (0.3-0.8 s) at centisecond times. Each sound lies wholly inside one shape's time on
+    screen (>= OFF_GRID_MARGIN from its ends), so "what was on screen during the X" has one
+    answer; sounds never overlap and have >= OFF_GRID_SOUND_GAP of silence between them, so
+    starts are >= 0.25 s apart and "which came first" and "how many beeps" are well defined.
+    Object order is by start; starts differ by >= OFF_GRID_OBJECT_MIN.
+    """
+    fps = int(spec.fps)
+    n = int(rng.integers(1, MAX_OBJECTS + 1))
+    total = d * fps  # frames
+    lo = max(1, int(np.ceil(OFF_GRID_OBJECT_MIN * fps - 1e-9)))
+    lead = int(rng.integers(0, max(0, min(fps - 1, total - n * lo)) + 1))
+    extra = total - lead - n * lo
+    cuts = np.sort(rng.integers(0, extra + 1, size=n - 1)) if n > 1 else np.array([], int)
+    parts = np.diff([0, *[int(c) for c in cuts], extra])
+    colours = [_C[i] for i in rng.permutation(len(_C))[:n]]
+    events: list[Event] = []
+    f0 = lead
+    for k in range(n):
+        f1 = f0 + lo + int(parts[k])
+        events.append(Event(
+            "object", f0 / fps, f1 / fps, colour=colours[k],
+            shape=SHAPES[rng.integers(len(SHAPES))], motion=MOTIONS[rng.integers(len(MOTIONS))],
+            size=float(rng.uniform(*OBJECT_SIZE)), offset=float(rng.uniform(0.4, 0.6)),
+        ))
+        f0 = f1
+
+    pitch = PITCHES[rng.integers(len(PITCHES))]
+    tone_hz = float(TONE_HZ[pitch] * rng.uniform(0.94, 1.06))
+    k_beeps = int(rng.integers(1, MAX_BEEPS + 1))
+    hosts = [(round(o.start / _CS) + round(OFF_GRID_MARGIN / _CS), round(o.end / _CS) - round(OFF_GRID_MARGIN / _CS))
+             for o in events]  # centiseconds a sound may occupy, per object
+    pad = round(OFF_GRID_SOUND_GAP / _CS)
+    for attempt in range(100):
+        shrink = max(0.0, 1.0 - attempt / 20)  # later attempts draw shorter sounds (always placeable)
+        tone_len = round((OFF_GRID_TONE[0] + shrink * rng.uniform(0, OFF_GRID_TONE[1] - OFF_GRID_TONE[0])) / _CS)
+        noise_len = round((OFF_GRID_NOISE[0] + shrink * rng.uniform(0, OFF_GRID_NOISE[1] - OFF_GRID_NOISE[0])) / _CS)
+        gaps = [round((OFF_GRID_BEEP_GAP[0] + shrink * rng.uniform(0, OFF_GRID_BEEP_GAP[1] - OFF_GRID_BEEP_GAP[0])) / _CS)
+                for _ in range(k_beeps - 1)]
+        beep = round(OFF_GRID_BEEP / _CS)
+        rel = np.concatenate([[0], np.cumsum([beep + g for g in gaps])]).astype(int)  # beep onsets, cs
+        lengths = {"tone": tone_len, "beeps": int(rel[-1]) + beep, "noise": noise_len}
+        free = [h for h in hosts if h[1] > h[0]]  # disjoint [a, b) spans, centiseconds
+        placed: dict[str, tuple[int, int]] = {}
+        for kind in (SOUNDS[int(i)] for i in rng.permutation(len(SOUNDS))):
+            ln = lengths[kind]
+            fits = [h for h in free if h[1] - h[0] >= ln]
+            if not fits:
+                break
+            a, b = fits[int(rng.integers(len(fits)))]
+            s0 = a + int(rng.integers(0, b - a - ln + 1))
+            placed[kind] = (s0, s0 + ln)
+            x, y = s0 - pad, s0 + ln + pad  # the sound and its silence, out of every span
+            free = [h for a_, b_ in free for h in ((a_, min(b_, x)), (max(a_, y), b_)) if h[1] > h[0]]
+        if len(placed) == len(SOUNDS):
+            break
+    else:  # pragma: no cover - minimal sounds always fit (>= 3 s of shapes in a >= 4 s clip)
+        raise RuntimeError(f"could not place the sounds of an off-grid clip of {d} s with {n} shapes")
+    cs = lambda v: round(v * _CS, 2)  # noqa: E731
+    (t0, t1), (b0, b1), (n0, n1) = placed["tone"], placed["beeps"], placed["noise"]
+    events.append(Event("tone", cs(t0), cs(t1), pitch=pitch, freq_hz=tone_hz))
+    events.append(Event("beeps", cs(b0), cs(b1), count=k_beeps, freq_hz=BEEP_HZ,
+                        onsets=tuple(cs(b0 + int(r)) for r in rel)))
+    events.append(Event("noise", cs(n0), cs(n1)))
+    events.sort(key=lambda e: (e.start, e.kind != "object"))
+    return events
+
+
+def _object_at(scene: Scene, second: float) -> Event:
     return next(o for o in scene.objects if o.start <= second < o.end)
 
 
@@ -259,8 +360,19 @@ class TimedEvents(Protocol):
     events: list[Event]
 
 
+def _sound_class(e: Event) -> int:
+    return 1 + PITCHES.index(e.pitch) if e.kind == "tone" else 2 + e.count if e.kind == "beeps" else 7
+
+
 def second_events(clip: TimedEvents) -> np.ndarray:
-    """(duration_seconds, 4) int64: per second the class of each of EVENT_ATTRIBUTES (training targets)."""
+    """(duration_seconds, 4) int64: per second the class of each of EVENT_ATTRIBUTES (training targets).
+
+    On the grid each event covers whole seconds. Off the grid (float times) each second gets the
+    shape that covers most of it (the nearest one if none is on screen) and the sound that
+    covers most of it (silence if none plays in it).
+    """
+    if any(not isinstance(e.start, (int, np.integer)) for e in clip.events):
+        return _second_events_off_grid(clip)
     out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
     for e in clip.events:
         if e.kind == "object":
@@ -270,9 +382,25 @@ def second_events(clip: TimedEvents) -> np.ndarray:
     return out
 
 
-def sample_scene(seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12) -> Scene:
+def _second_events_off_grid(clip: TimedEvents) -> np.ndarray:
+    out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
+    objs = [e for e in clip.events if e.kind == "object"]
+    sounds = [e for e in clip.events if e.kind != "object"]
+    for sec in range(clip.duration_seconds):
+        cover = lambda e: min(e.end, sec + 1) - max(e.start, sec)  # noqa: E731  (negative: distance)
+        o = max(objs, key=cover)
+        out[sec, :3] = (_C.index(o.colour), SHAPES.index(o.shape), MOTIONS.index(o.motion))
+        s = max(sounds, key=cover)
+        if cover(s) > 0:
+            out[sec, 3] = _sound_class(s)
+    return out
+
+
+def sample_scene(
+    seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12, off_grid: bool = False
+) -> Scene:
     """The events and questions of clip `seed`, without rendering (same as render_clip's)."""
-    return draw_scene(np.random.default_rng(seed), seed, spec, min_seconds, max_seconds)
+    return draw_scene(np.random.default_rng(seed), seed, spec, min_seconds, max_seconds, off_grid)
 
 
 def chance_accuracy(template: str) -> float:

@@ -56,11 +56,13 @@ def write_dataset(
     min_seconds: int = 4,
     max_seconds: int = 12,
     progress: bool = True,
+    off_grid: bool = False,
 ) -> Path:
     """Render n_clips clips to out_dir/clips/NNNNNN.mp4 and write out_dir/manifest.jsonl.
 
     One manifest row per (clip, question); clip i uses clip_seed(seed, i). Also writes
     out_dir/spec.json (the ChunkSpec and settings). Returns the manifest's path.
+    off_grid=True renders events at sub-second times (render_clip) and notes it in spec.json.
     """
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -68,12 +70,14 @@ def write_dataset(
     rows: list[ManifestRow] = []
     with CountProgress("wrote") as report:
         for i in range(n_clips):
-            clip = render_clip(clip_seed(seed, i), spec, min_seconds, max_seconds)
+            clip = render_clip(clip_seed(seed, i), spec, min_seconds, max_seconds, off_grid)
             video = write_clip_mp4(out / "clips" / f"{i:06d}.mp4", clip, spec)
             rows.extend(ManifestRow(video.resolve(), q.question, q.answer, q.family, q.template, int(clip.seed)) for q in clip.qa)
             if progress:
                 report(i + 1, n_clips)
     meta = {"spec": spec.to_dict(), "n_clips": n_clips, "seed": seed,
             "min_seconds": min_seconds, "max_seconds": max_seconds, "generator": "mirasol_edge.data.synth"}
+    if off_grid:  # only then: the default spec.json stays as it was
+        meta["off_grid"] = True
     (out / "spec.json").write_text(json.dumps(meta, indent=2) + "\n")
     return write_manifest(rows, out / "manifest.jsonl")
