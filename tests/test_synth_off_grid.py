@@ -120,3 +120,18 @@ def test_write_dataset_off_grid_notes_it(tmp_path):
     manifest = write_dataset(tmp_path / "off", 1, 5, SPEC, 4, 4, progress=False, off_grid=True)
     assert json.loads((tmp_path / "off" / "spec.json").read_text())["off_grid"] is True
     assert manifest.read_text().strip()
+
+
+def test_a_training_set_mixes_off_grid_clips_at_the_fraction_asked():
+    from mirasol_edge.data.dataset import SyntheticDataset
+
+    spec = ChunkSpec(1.0, 4, 32, 16_000)
+    plain, mixed = SyntheticDataset(spec, 40, seed=5, durations=[4]), SyntheticDataset(spec, 40, seed=5, durations=[4], off_grid=0.5)
+    changed = 0
+    for i in range(40):
+        a, b = plain[i][0], mixed[i][0]
+        changed += not np.array_equal(a.frames, b.frames)
+        assert a.frames.shape == b.frames.shape
+    assert 10 <= changed <= 30  # about half; a clip not drawn off the grid is the plain one
+    with pytest.raises(ValueError, match="off-grid fraction"):
+        SyntheticDataset(spec, 4, off_grid=1.5)

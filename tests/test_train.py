@@ -94,3 +94,16 @@ def test_the_event_loss_option_gives_the_model_its_head():
     cfg = TrainConfig(steps=1, preset="tiny", event_loss_weight=0.5).model_config()
     assert cfg.event_classes and cfg.event_loss_weight == 0.5
     assert not TrainConfig(steps=1, preset="tiny").model_config().event_classes
+
+
+def test_init_from_starts_from_the_checkpoints_weights_and_refuses_another_config(tmp_path):
+    from mirasol_edge.train.loop import _model_and_optimizer
+
+    first = train(TrainConfig(steps=2, **FAST), tmp_path / "first")
+    tcfg = TrainConfig(steps=2, init_from=str(first), **FAST)
+    model, _ = _model_and_optimizer(tcfg.model_config(), tcfg, None)
+    saved, _ = load_checkpoint(first)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values()))
+    other = TrainConfig(steps=2, init_from=str(first), **{**FAST, "combiner": "ttm"})
+    with pytest.raises(ValueError, match="another model config"):
+        _model_and_optimizer(other.model_config(), other, None)

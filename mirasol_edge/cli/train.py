@@ -90,6 +90,8 @@ def train(
     durations: Optional[str] = typer.Option(None, "--durations", help="Synthetic clip lengths in seconds, e.g. 4,6 (default: 4-12 s)."),
     duration_weights: Optional[str] = typer.Option(None, "--duration-weights", help="Relative frequency of each of --durations, e.g. 3,1."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="Train on the media files of this manifest instead of synthetic clips."),
+    off_grid_fraction: float = typer.Option(0.0, "--off-grid-fraction", help="Synthetic clips with events off the chunk grid (data synth --off-grid), as a fraction."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this checkpoint's weights (same config): fine-tuning with a new optimizer and schedule."),
     resume: bool = typer.Option(False, "--resume", help="Continue OUT/checkpoint.pt: weights, optimizer, step, elapsed time."),
     seed: int = typer.Option(0, "--seed", help="Seed of the model initialisation."),
     data_seed: int = typer.Option(1, "--data-seed", help="Seed of the synthetic training clips (held-out sets use others)."),
@@ -112,7 +114,8 @@ def train(
         preset=preset, combiner=combiner, steps=steps, minutes=minutes, batch_size=batch_size,
         questions_per_clip=questions or None, event_loss_weight=event_loss, lr=lr, warmup_steps=warmup,
         durations=_ints(durations, "--durations"), duration_weights=_floats(duration_weights, "--duration-weights"),
-        manifest=str(manifest) if manifest else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
+        manifest=str(manifest) if manifest else None, off_grid_fraction=off_grid_fraction,
+        init_from=str(init_from) if init_from else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
     )
     cfg = with_video_backbone(tcfg.model_config(), video_backbone)  # bad options fail before anything starts
     _set_threads(threads)

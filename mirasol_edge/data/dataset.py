@@ -36,6 +36,7 @@ class SyntheticDataset(Dataset):
     them, 11-13), drawn without replacement; deterministic per (seed, i). `durations` (whole seconds,
     each allowed by the chunk spec) and their `weights` set the clip lengths: the `group` consecutive
     items i // group share one length, so a batch of `group` clips needs no chunk padding.
+    `off_grid`: the fraction of clips whose events lie off the chunk grid (synth's off_grid mode).
     """
 
     def __init__(
@@ -47,7 +48,11 @@ class SyntheticDataset(Dataset):
         durations: Sequence[int] | None = None,
         weights: Sequence[float] | None = None,
         group: int = 1,
+        off_grid: float = 0.0,
     ):
+        if not 0 <= off_grid <= 1:
+            raise ValueError(f"the off-grid fraction must be in [0, 1], got {off_grid}.")
+        self.off_grid = float(off_grid)
         self.spec, self.n, self.seed, self.questions_per_clip = spec, int(n), int(seed), questions_per_clip
         allowed = allowed_durations(spec)
         self.durations = list(durations) if durations else allowed
@@ -71,7 +76,8 @@ class SyntheticDataset(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(i)
         d = self.duration(i)
-        clip = render_clip(clip_seed(self.seed, i), self.spec, min_seconds=d, max_seconds=d)
+        off_grid = self.off_grid > 0 and np.random.default_rng([self.seed, i, 3]).random() < self.off_grid
+        clip = render_clip(clip_seed(self.seed, i), self.spec, min_seconds=d, max_seconds=d, off_grid=off_grid)
         frames, waveform = chunk_clip(clip.frames, clip.waveform, self.spec)  # (K, F, H, W, 3), (K, S)
         rng = np.random.default_rng([self.seed, i, 2])
         qa = [clip.qa[j] for j in _pick(len(clip.qa), self.questions_per_clip, rng)]

@@ -80,6 +80,14 @@ def _model_and_optimizer(cfg: ModelConfig, tcfg: TrainConfig, video_backbone_wei
                          ) -> tuple[MirasolModel, torch.optim.AdamW]:
     torch.manual_seed(tcfg.seed)
     model = MirasolModel(cfg, video_backbone_weights)
+    if tcfg.init_from is not None:  # fine-tuning: the weights of another run, trained on from step 0
+        from mirasol_edge.checkpoint import load_checkpoint
+
+        start, _ = load_checkpoint(tcfg.init_from)
+        if start.cfg != cfg:
+            raise ValueError(f"{tcfg.init_from} holds another model config than this run's; give the same preset "
+                             f"and options, or start from scratch.")
+        model.load_state_dict(start.state_dict())
     # weight decay on matrices only: not on biases, norms or position tables
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "position" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "position" not in n)]
