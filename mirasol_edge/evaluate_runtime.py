@@ -88,12 +88,13 @@ def evaluate_bundle_on_ray(
     ray_start_s = start_ray(options)
     predictions: list[Prediction] = []
     answered: dict[tuple[str, str], str] = {}
+    total = sum(len(j.questions) for j in jobs)
     for line in run_jobs(bundle, jobs, chunk.to_dict(), options):
         if "error" in line:
             raise ValueError(line["error"])
         answered[(line["source"], line["question"])] = line["answer"]
         if progress:
-            progress(len(answered), sum(len(j.questions) for j in jobs))
+            progress(len(answered), total)
     for video, questions in by_video.items():
         for r in questions:
             predictions.append(Prediction(video, r.question, r.answer, answered[(video, r.question)], r.family, r.template))

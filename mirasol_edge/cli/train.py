@@ -18,22 +18,15 @@ from mirasol_edge.cli.app import (
 _THREADS = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; torchrun sets 1 per process).")
 
 
-def _ints(text: Optional[str], what: str) -> Optional[tuple[int, ...]]:
+def _numbers(text: Optional[str], what: str, kind: type, example: str) -> Optional[tuple]:
+    """A comma-separated option (--durations 4,6) as a tuple of `kind`; None when not given."""
     if not text:
         return None
     try:
-        return tuple(int(x) for x in text.split(","))
+        return tuple(kind(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"{what} must be comma-separated whole numbers, e.g. 4,6,8; got {text!r}.") from None
-
-
-def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
-    if not text:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"{what} must be comma-separated numbers, e.g. 3,1,1; got {text!r}.") from None
+        numbers = "whole numbers" if kind is int else "numbers"
+        raise ValueError(f"{what} must be comma-separated {numbers}, e.g. {example}; got {text!r}.") from None
 
 
 def _set_threads(threads: Optional[int]) -> None:
@@ -113,7 +106,8 @@ def train(
     tcfg = TrainConfig(
         preset=preset, combiner=combiner, steps=steps, minutes=minutes, batch_size=batch_size,
         questions_per_clip=questions or None, event_loss_weight=event_loss, lr=lr, warmup_steps=warmup,
-        durations=_ints(durations, "--durations"), duration_weights=_floats(duration_weights, "--duration-weights"),
+        durations=_numbers(durations, "--durations", int, "4,6,8"),
+        duration_weights=_numbers(duration_weights, "--duration-weights", float, "3,1,1"),
         manifest=str(manifest) if manifest else None, off_grid_fraction=off_grid_fraction,
         init_from=str(init_from) if init_from else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
     )
