@@ -273,9 +273,14 @@ def bench_torch(checkpoint, inputs, chunks: int, tokens: int, progress: bool, co
     from mirasol_edge.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
+
+    def context_cross_kv(features, position, cross, summary):  # as the graph: the cross ring (+ the summary)
+        cross = model.context_decoder.write_cross(features, position, cross)
+        return cross, None if summary is None else model.summary(summary, features)
+
     stages_fn = {
         "audio_extractor": model.audio_extractor, "video_extractor": model.video_extractor, "combiner": model.combiner,
-        "temporal_decoder": model.temporal_decoder.step, "context_cross_kv": model.context_decoder.write_cross,
+        "temporal_decoder": model.temporal_decoder.step, "context_cross_kv": context_cross_kv,
     }
     decoder_step = model.context_decoder.step
     label = "torch-eager"
@@ -324,8 +329,8 @@ def _torch_chunk(model, state, chunk, run):
     latents, memory = run("combiner", audio, video, state.memory)
     position = torch.full((1,), state.chunks, dtype=torch.long)
     features, temporal = run("temporal_decoder", latents, position, state.temporal)
-    cross = run("context_cross_kv", features, position, state.cross)
-    return replace(state, chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory)
+    cross, summary = run("context_cross_kv", features, position, state.cross, state.summary)
+    return replace(state, chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory, summary=summary)
 
 
 def _torch_text(model, state, step, tokens: int) -> dict:
@@ -336,22 +341,23 @@ def _torch_text(model, state, step, tokens: int) -> dict:
     shape = (1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
     fresh = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(cfg.context_layers)]
     seen = torch.full((1,), state.chunks)
+    summary = model.summary_keys_values(state)
     start = time.perf_counter()
-    logits, past = step(prompt, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen)
+    logits, past = step(prompt, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen, summary)
     ttft = time.perf_counter() - start
     position, cached = prompt.shape[1], []
     n = min(tokens, cfg.max_text_len - prompt.shape[1] - 1)
     for _ in range(n):  # forced length: eos is ignored so every engine does the same work
         token = logits[:, -1:].argmax(-1)
         start = time.perf_counter()
-        logits, past = step(token, torch.full((1,), position), past, state.cross, seen)
+        logits, past = step(token, torch.full((1,), position), past, state.cross, seen, summary)
         cached.append(time.perf_counter() - start)
         position += 1
     recompute = []
     for k in range(1, n):
         seq = torch.cat([prompt, torch.full((1, k), tokenizer.NUM_SPECIAL)], 1)
         start = time.perf_counter()
-        model.context_decoder.step(seq, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen)
+        model.context_decoder.step(seq, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen, summary)
         recompute.append(time.perf_counter() - start)
     return {"ttft": ttft, "token_cached": cached, "token_recompute": recompute}
 

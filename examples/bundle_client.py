@@ -206,13 +206,16 @@ class AudioTrack:
 
 
 def push_chunks(bundle: Bundle, chunks) -> dict:
-    """The stream after `chunks`, one at a time at batch 1: its rings and chunk count."""
+    """The stream after `chunks`, one at a time at batch 1: its rings, summary (if any) and chunk count."""
     window = bundle.config["temporal_window"]
     m = bundle.components["combiner"]["outputs"]["latents"]["shape"][1]
     ring = {"batch": 1, "cache_len": window * m}
     temporal = {n: bundle.zeros("temporal_decoder", n, **ring) for n in bundle.components["temporal_decoder"]["inputs"] if n.startswith("past_")}
     cross = {n: bundle.zeros("context_cross_kv", n, **ring) for n in bundle.components["context_cross_kv"]["inputs"] if n.startswith("cross_")}
     memory = bundle.zeros("combiner", "memory", batch=1) if "memory" in bundle.components["combiner"]["inputs"] else None
+    # the memory past the window, where the bundle has one: zeros, then rewritten by every chunk
+    summary = {"summary": bundle.zeros("context_cross_kv", "summary", batch=1)} if "summary" in bundle.components["context_cross_kv"]["inputs"] else {}
+    summary_kv = {}
     for k, (frames, waveform) in enumerate(chunks):
         feeds = {"audio_tokens": bundle.run("audio_extractor", {"waveform": waveform[None]})["audio_tokens"],
                  "video_tokens": bundle.run("video_extractor", {"frames": frames[None]})["video_tokens"]}
@@ -223,9 +226,12 @@ def push_chunks(bundle: Bundle, chunks) -> dict:
         position = np.array([k], np.int64)
         out = bundle.run("temporal_decoder", {"latents": combined["latents"], "chunk_position": position, **temporal})
         temporal = {n.replace("present_", "past_"): v for n, v in out.items() if n != "features"}
-        out = bundle.run("context_cross_kv", {"features": out["features"], "chunk_position": position, **cross})
-        cross = {n.replace("present_cross_", "cross_"): v for n, v in out.items()}
-    return {"cross": cross, "chunks": len(chunks), "window": window, "m": m}
+        out = bundle.run("context_cross_kv", {"features": out["features"], "chunk_position": position, **cross, **summary})
+        cross = {n.replace("present_cross_", "cross_"): v for n, v in out.items() if n.startswith("present_cross_")}
+        if summary:
+            summary = {"summary": out["summary_out"]}
+            summary_kv = {n: v for n, v in out.items() if n.startswith("summary_") and n != "summary_out"}
+    return {"cross": cross, "summary_kv": summary_kv, "chunks": len(chunks), "window": window, "m": m}
 
 
 def ask(bundle: Bundle, stream: dict, question: str, max_new_tokens: int | None = None) -> str:
@@ -243,7 +249,8 @@ def ask(bundle: Bundle, stream: dict, question: str, max_new_tokens: int | None 
     tokens, position, answer = np.array([prompt], np.int64), 0, []
     while True:
         out = bundle.run("context_decoder", {"tokens": tokens, "text_position": np.array([position], np.int64),
-                                             "chunks_seen": np.array([stream["chunks"]], np.int64), **past, **cross})
+                                             "chunks_seen": np.array([stream["chunks"]], np.int64), **past, **cross,
+                                             **stream["summary_kv"]})
         past = {n.replace("present_", "past_"): v for n, v in out.items() if n != "logits"}
         position += tokens.shape[1]
         answer.append(int(np.argmax(out["logits"][0, -1])))

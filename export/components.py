@@ -117,18 +117,25 @@ class TemporalDecoderGraph(nn.Module):
 
 
 class ContextCrossKVGraph(nn.Module):
-    """One chunk per stream into the cross cache: features, chunk_position, cross_* -> present_cross_*."""
+    """One chunk per stream into the cross cache: features, chunk_position, cross_* (, summary) ->
+    present_cross_* (, summary_out, summary_key.{i} / summary_value.{i})."""
 
     def __init__(self, model: MirasolModel):
         super().__init__()
-        self.decoder = model.context_decoder
+        self.decoder, self.summary = model.context_decoder, model.summary
 
-    def forward(self, features: Tensor, chunk_position: Tensor, *cross: Tensor):
-        return _flat(self.decoder.write_cross(features, chunk_position, _pairs(cross)))
+    def forward(self, features: Tensor, chunk_position: Tensor, *state: Tensor):
+        cross, summary = (state[:-1], state[-1]) if self.summary is not None else (state, None)
+        present = _flat(self.decoder.write_cross(features, chunk_position, _pairs(cross)))
+        if summary is None:
+            return present
+        summary = self.summary(summary, features)
+        return (*present, summary, *_flat(self.decoder.cross_keys_values(summary)))
 
 
 class ContextDecoderGraph(nn.Module):
-    """tokens, text_position, chunks_seen, past_* (self cache), cross_* (the stream's cross cache) -> logits, present_*."""
+    """tokens, text_position, chunks_seen, past_* (self cache), cross_* (the stream's cross cache)
+    (, summary_* (the summary's keys and values)) -> logits, present_*."""
 
     def __init__(self, model: MirasolModel):
         super().__init__()
@@ -136,8 +143,10 @@ class ContextDecoderGraph(nn.Module):
         self.layers = len(model.context_decoder.blocks)
 
     def forward(self, tokens: Tensor, text_position: Tensor, chunks_seen: Tensor, *caches: Tensor):
-        past, cross = caches[: 2 * self.layers], caches[2 * self.layers :]
-        logits, present = self.decoder.step(tokens, text_position, _pairs(past), _pairs(cross), chunks_seen)
+        n = 2 * self.layers
+        past, cross, summary = caches[:n], caches[n : 2 * n], caches[2 * n :]
+        logits, present = self.decoder.step(tokens, text_position, _pairs(past), _pairs(cross), chunks_seen,
+                                            _pairs(summary) or None)
         return (logits, *_flat(present))
 
 

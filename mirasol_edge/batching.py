@@ -45,17 +45,9 @@ def collate_clips(clips: list[ClipExamples], cfg: ModelConfig) -> dict[str, torc
         n = len(clip[0].frames)
         frames[i, :n], waveform[i, :n], chunk_mask[i, :n] = clip[0].frames, clip[0].waveform, True
 
-    sequences = [tokenizer.example_tokens(e.question, e.answer, cfg.max_text_len) for clip in clips for e in clip]
-    t = max(len(ids) for ids, _ in sequences) - 1
-    tokens = np.full((len(sequences), t), tokenizer.PAD, np.int64)
-    labels = np.full((len(sequences), t), IGNORE, np.int64)
-    for i, (ids, answer_start) in enumerate(sequences):  # teacher forcing: the input shifted by one
-        tokens[i, : len(ids) - 1] = ids[:-1]
-        labels[i, answer_start - 1 : len(ids) - 1] = ids[answer_start:]  # the sep token predicts the answer's first
     batch = {
-        "waveform": torch.from_numpy(waveform), "frames": torch.from_numpy(frames),
-        "chunk_mask": torch.from_numpy(chunk_mask), "tokens": torch.from_numpy(tokens), "labels": torch.from_numpy(labels),
-        "question_clip": torch.tensor([i for i, clip in enumerate(clips) for _ in clip], dtype=torch.long),
+        "waveform": torch.from_numpy(waveform), "frames": torch.from_numpy(frames), "chunk_mask": torch.from_numpy(chunk_mask),
+        **text_batch([[(e.question, e.answer) for e in clip] for clip in clips], cfg.max_text_len),
     }
     if cfg.event_classes:
         events = np.full((c, k, len(cfg.event_classes)), IGNORE, np.int64)
@@ -64,6 +56,20 @@ def collate_clips(clips: list[ClipExamples], cfg: ModelConfig) -> dict[str, torc
                 events[i, : len(clip[0].events)] = clip[0].events
         batch["chunk_events"] = torch.from_numpy(events)
     return batch
+
+
+def text_batch(clips: list[list[tuple[str, str]]], max_text_len: int) -> dict[str, torch.Tensor]:
+    """The (question, answer) pairs of C clips -> tokens (B, T) and labels (B, T) of the B pairs, padded,
+    tokens[t] predicting labels[t] (only answer tokens and eos scored), and question_clip (B,)."""
+    sequences = [tokenizer.example_tokens(q, a, max_text_len) for clip in clips for q, a in clip]
+    t = max(len(ids) for ids, _ in sequences) - 1
+    tokens = np.full((len(sequences), t), tokenizer.PAD, np.int64)
+    labels = np.full((len(sequences), t), IGNORE, np.int64)
+    for i, (ids, answer_start) in enumerate(sequences):  # teacher forcing: the input shifted by one
+        tokens[i, : len(ids) - 1] = ids[:-1]
+        labels[i, answer_start - 1 : len(ids) - 1] = ids[answer_start:]  # the sep token predicts the answer's first
+    return {"tokens": torch.from_numpy(tokens), "labels": torch.from_numpy(labels),
+            "question_clip": torch.tensor([i for i, clip in enumerate(clips) for _ in clip], dtype=torch.long)}
 
 
 def collate(examples: list[Example], cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -46,6 +46,9 @@ class ModelConfig:
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
     temporal_layers: int = 1
     temporal_window: int = 32  # past chunks a chunk attends to; caps the temporal and cross caches
+    # memory past the window: S summary tokens rewritten from every chunk's features and cross-attended
+    # by the context decoder beside the window (model/summary.py); 0: the window only
+    summary_tokens: int = 0
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE

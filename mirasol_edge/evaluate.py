@@ -40,7 +40,7 @@ def _answer_batch(model: MirasolModel, clips: list[Clip], max_new_tokens: int) -
     frames = torch.from_numpy(np.stack([c[1] for c in clips])).to(device)  # (n, K, F, H, W, 3)
     waveform = torch.from_numpy(np.stack([c[2] for c in clips])).to(device)  # (n, K, S)
     _, features = model.encode(waveform, frames)  # (n, K*m, D): once per clip
-    cross = model.context_decoder.cross_keys_values(features)
+    cross, summary = model.clip_context(features)  # (n, h, K*m or window*m, hd), (n, h, S, hd) or None
     by_length: dict[int, list[tuple[int, Question, list[int]]]] = defaultdict(list)
     for i, (_, _, _, questions) in enumerate(clips):
         for q in questions:
@@ -50,7 +50,8 @@ def _answer_batch(model: MirasolModel, clips: list[Clip], max_new_tokens: int) -
     for group in by_length.values():
         index = torch.tensor([i for i, _, _ in group], device=device)
         prompts = torch.tensor([ids for _, _, ids in group], device=device)  # (G, L)
-        generated = model.generate([(k[index], v[index]) for k, v in cross], prompts, max_new_tokens)
+        generated = model.generate([(k[index], v[index]) for k, v in cross], prompts, max_new_tokens,
+                                   summary=None if summary is None else [(k[index], v[index]) for k, v in summary])
         for (i, q, _), row in zip(group, generated.tolist()):
             out.append(Prediction(clips[i][0], q.question, q.answer, tokenizer.detokenize(row), q.family, q.template))
     return out

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
 
-COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder")  # the modules that own parameters
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder", "summary")  # the modules that own parameters
 
 
 def build_meta(cfg: ModelConfig) -> MirasolModel:
@@ -20,7 +20,8 @@ def build_meta(cfg: ModelConfig) -> MirasolModel:
 
 def parameter_counts(model: MirasolModel) -> dict[str, int]:
     """Parameters per component, and "total"."""
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS}
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in COMPONENTS
+              if getattr(model, name) is not None}
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
 
@@ -61,10 +62,18 @@ def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int
         latents, _ = count("combiner", model.combiner, audio, video, memory)
         chunk = torch.zeros(1, dtype=torch.long)
         features, _ = count("temporal_decoder", model.temporal_decoder.step, latents, chunk, [(kv, kv)] * cfg.temporal_layers)
-        count("context_cross_kv", model.context_decoder.write_cross, features, chunk, [(kv, kv)] * cfg.context_layers)
+        summary = model.summary.initial(1) if model.summary is not None else None
+
+        def context_cross_kv(features, chunk, cross):  # as the graph: the cross ring, and the summary with its keys and values
+            model.context_decoder.write_cross(features, chunk, cross)
+            if summary is not None:
+                model.context_decoder.cross_keys_values(model.summary(summary, features))
+
+        count("context_cross_kv", context_cross_kv, features, chunk, [(kv, kv)] * cfg.context_layers)
         token = torch.zeros(1, 1, dtype=torch.long)
         self_kv = torch.zeros(1, h, cfg.max_text_len, d // h)
+        summary_kv = None if summary is None else model.context_decoder.cross_keys_values(summary)
         count("context_token", model.context_decoder.step, token, torch.full((1,), text_tokens), [(self_kv, self_kv)] * cfg.context_layers,
-              [(kv, kv)] * cfg.context_layers, torch.full((1,), cfg.temporal_window))
+              [(kv, kv)] * cfg.context_layers, torch.full((1,), cfg.temporal_window), summary_kv)
     stages["chunk_total"] = sum(v for k, v in stages.items() if k != "context_token")
     return stages

@@ -65,6 +65,7 @@ class Dims:
     vocab: int  # V
     temporal_layers: int
     context_layers: int
+    summary: int = 0  # S: summary tokens of the memory past the window (0: the window only)
 
     @property
     def head_dim(self) -> int:
@@ -86,6 +87,7 @@ class Dims:
             video_tokens=video_tokens, width=config["d_model"], heads=config["n_heads"], latents=combiner["latents"],
             memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, max_text_len=config["max_text_len"],
             vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
+            summary=config.get("summary_tokens", OPTIONAL["summary_tokens"]),
         )
 
 
@@ -110,6 +112,12 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     if dims.memory:
         combiner_in["memory"] = combiner_out["memory_out"] = TensorSpec(f32, ("batch", dims.memory, d))
     lt, lc = dims.temporal_layers, dims.context_layers
+    # The memory past the window: context_cross_kv rewrites it from each chunk's features and gives its
+    # keys and values, which the context decoder attends to beside the cross cache.
+    summary_in, summary_out, summary_kv = {}, {}, {}
+    if dims.summary:
+        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, d))
+        summary_kv = {n: cache(dims.summary) for n in cache_names("summary", lc)}
     specs = [
         GraphSpec("audio_extractor", {"waveform": TensorSpec(f32, ("batch", dims.samples))}, {"audio_tokens": audio}),
         GraphSpec("video_extractor",
@@ -123,12 +131,12 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
                    **{n: cache("cache_len") for n in cache_names("present", lt)}}),
         GraphSpec("context_cross_kv",
                   {"features": TensorSpec(f32, ("batch", m, d)), "chunk_position": per_stream,
-                   **{n: cache("cache_len") for n in cache_names("cross", lc)}},
-                  {n: cache("cache_len") for n in cache_names("present_cross", lc)}),
+                   **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary_in},
+                  {**{n: cache("cache_len") for n in cache_names("present_cross", lc)}, **summary_out, **summary_kv}),
         GraphSpec("context_decoder",
                   {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
                    **{n: cache("text_cache_len") for n in cache_names("past", lc)},
-                   **{n: cache("cache_len") for n in cache_names("cross", lc)}},
+                   **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary_kv},
                   {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
                    **{n: cache("text_cache_len") for n in cache_names("present", lc)}}),
     ]
@@ -144,6 +152,14 @@ def temporal_state(dims: Dims) -> dict[str, str]:
 def cross_state(dims: Dims) -> dict[str, str]:
     """context_cross_kv outputs -> its inputs at the next chunk (and the context decoder's cross inputs)."""
     return dict(zip(cache_names("present_cross", dims.context_layers), cache_names("cross", dims.context_layers)))
+
+
+def summary_state(dims: Dims) -> dict[str, str]:
+    """context_cross_kv's summary outputs -> the inputs they become: the summary (context_cross_kv's, at
+    the next chunk) and its keys and values (the context decoder's). Empty without a summary memory."""
+    if not dims.summary:
+        return {}
+    return {"summary_out": "summary", **{n: n for n in cache_names("summary", dims.context_layers)}}
 
 
 def text_state(dims: Dims) -> dict[str, str]:
@@ -163,8 +179,9 @@ _SECTIONS: dict[str | None, dict[str, tuple[type, Any, Any]]] = {  # section -> 
     "combiner": {"kind": (str, None, None), "latents": (int, 1, 4096), "layers": (int, 0, 256), "memory": (int, 1, 4096)},
     None: {"d_model": (int, 1, MAX_DIM), "n_heads": (int, 1, 1024), "mlp_ratio": (int, 1, 64), "temporal_layers": (int, 1, 256),
            "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
-           "vocab_size": (int, 1, MAX_DIM)},
+           "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096)},
 }
+OPTIONAL = {"summary_tokens": 0}  # top-level fields older configs lack, and the value that means "none"
 
 
 def bundle_config(config: dict) -> dict:
@@ -178,6 +195,9 @@ def bundle_config(config: dict) -> dict:
             out[key] = value
     if out["combiner"]["kind"] != "ttm":
         del out["combiner"]["memory"]
+    for key, none in OPTIONAL.items():  # a window-only model's manifest stays as it was
+        if out.get(key, none) == none:
+            out.pop(key, None)
     return out
 
 
@@ -199,7 +219,7 @@ def config_faults(config) -> list[str]:
             if section == "combiner" and name == "memory" and where.get("kind") != "ttm":
                 continue  # only a TTM carries a memory: a bundle's Transformer combiner states none
             label = name if section is None else f"{section}.{name}"
-            value = where.get(name)
+            value = where.get(name, OPTIONAL.get(name) if section is None else None)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, kind) or isinstance(value, bool):

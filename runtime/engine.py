@@ -36,6 +36,7 @@ class ChunkBatch:
     temporal: dict[str, Any]  # past_key.{i} / past_value.{i}: (N, h, C, hd)
     cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd)
     memory: Any  # TTM memory (N, M, D), or None
+    summary: dict[str, Any]  # summary (N, S, D), summary_key.{i} / summary_value.{i} (N, h, S, hd); {} without one
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TextBatch:
 
     past: dict[str, Any]  # past_key.{i} / past_value.{i}: (N, h, L, hd)
     position: np.ndarray  # (N,) int64: where each row's next token goes
-    cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd)
+    cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd), and summary_key.{i} / ... (N, h, S, hd)
     chunks_seen: np.ndarray  # (N,) int64
 
     def __len__(self) -> int:
@@ -99,6 +100,10 @@ class NumpyEngine:
         self._temporal = contract.temporal_state(dims)  # present_* -> past_*
         self._cross = contract.cross_state(dims)  # present_cross_* -> cross_*
         self._text = contract.text_state(dims)
+        self._summary = contract.summary_state(dims)  # summary_out -> summary, summary_key.{i} -> itself, ...
+        self._summary_shapes: dict[str, tuple[int, ...]] = {n: (dims.heads, dims.summary, dims.head_dim) for n in self._summary.values()}
+        if dims.summary:
+            self._summary_shapes["summary"] = (dims.summary, dims.width)
         self.has_memory = dims.memory > 0
 
     # -- how a graph runs and how values are stacked (what BoundEngine changes) ----------------
@@ -130,26 +135,29 @@ class NumpyEngine:
         return (self.dims.heads, self.cache_len, self.dims.head_dim)
 
     def state_bytes(self) -> int:
-        """Bytes of one stream's state: temporal and cross caches, TTM memory."""
+        """Bytes of one stream's state: temporal and cross caches, TTM memory, summary and its keys and values."""
         per_cache = 4 * int(np.prod(self.cache_shape()))
         memory = 4 * self.dims.memory * self.dims.width
-        return per_cache * 2 * (self.dims.temporal_layers + self.dims.context_layers) + memory
+        summary = sum(4 * int(np.prod(shape)) for shape in self._summary_shapes.values())
+        return per_cache * 2 * (self.dims.temporal_layers + self.dims.context_layers) + memory + summary
 
     def state_arrays(self, state: StreamState) -> dict[str, np.ndarray]:
-        """One stream's caches (by temporal and cross input name, each (h, C, hd)) and TTM memory ((M, D),
-        as "memory"): host copies, to inspect; zeros before the first chunk."""
+        """One stream's caches (by temporal and cross input name, each (h, C, hd)), TTM memory ((M, D),
+        as "memory") and summary (by input name): host copies, to inspect; zeros before the first chunk."""
         if state.batch is None:
             out = {n: np.zeros(self.cache_shape(), np.float32) for n in [*self._temporal.values(), *self._cross.values()]}
+            out.update({n: np.zeros(shape, np.float32) for n, shape in self._summary_shapes.items()})
             if self.has_memory:
                 out["memory"] = np.zeros((self.dims.memory, self.dims.width), np.float32)
             return out
-        out = {n: np.array(self._row(v, state.row)) for n, v in {**state.batch.temporal, **state.batch.cross}.items()}
+        parts = {**state.batch.temporal, **state.batch.cross, **state.batch.summary}
+        out = {n: np.array(self._row(v, state.row)) for n, v in parts.items()}
         if self.has_memory:
             out["memory"] = np.array(self._row(state.batch.memory, state.row))
         return out
 
     def _gather(self, states: Sequence[StreamState], part: str):
-        """The N states' `part` (temporal, cross or memory) as batched values: the batch they share
+        """The N states' `part` (temporal, cross, memory or summary) as batched values: the batch they share
         when they are all its rows in order, else stacked row by row (zeros for new streams)."""
         first = states[0].batch
         if first is not None and first.streams == len(states) and all(s.batch is first and s.row == i for i, s in enumerate(states)):
@@ -157,9 +165,10 @@ class NumpyEngine:
         if part == "memory":
             return self._stack([None if s.batch is None else self._row(s.batch.memory, s.row) for s in states],
                                (self.dims.memory, self.dims.width))
-        names = {"temporal": self._temporal, "cross": self._cross}[part].values()
+        shapes = (self._summary_shapes if part == "summary" else
+                  dict.fromkeys({"temporal": self._temporal, "cross": self._cross}[part].values(), self.cache_shape()))
         return {n: self._stack([None if s.batch is None else self._row(getattr(s.batch, part)[n], s.row) for s in states],
-                               self.cache_shape()) for n in names}
+                               shape) for n, shape in shapes.items()}
 
     def push(self, states: Sequence[StreamState], frames: np.ndarray, waveform: np.ndarray) -> list[StreamState]:
         """A chunk of each of N streams: frames (N, F, H, W, 3) u8, waveform (N, S) f32 -> the N next states."""
@@ -172,13 +181,15 @@ class NumpyEngine:
         position = np.array([s.chunks for s in states], np.int64)  # (N,) each stream's next chunk
         temporal = self._run("temporal_decoder", {"latents": combined["latents"], "chunk_position": position,
                                                   **self._gather(states, "temporal")})
+        summary = {"summary": self._gather(states, "summary")["summary"]} if self._summary else {}
         cross = self._run("context_cross_kv", {"features": temporal["features"], "chunk_position": position,
-                                               **self._gather(states, "cross")})
+                                               **self._gather(states, "cross"), **summary})
         batch = ChunkBatch(
             streams=len(states),
             temporal={past: temporal[present] for present, past in self._temporal.items()},
             cross={name: cross[present] for present, name in self._cross.items()},
             memory=combined.get("memory_out"),
+            summary={name: cross[out] for out, name in self._summary.items()},
         )
         return [StreamState(chunks=s.chunks + 1, batch=batch, row=i) for i, s in enumerate(states)]
 
@@ -201,7 +212,7 @@ class NumpyEngine:
             past={name: np.zeros((n, self.dims.heads, text_cache_len, self.dims.head_dim), np.float32)
                   for name in self._text.values()},
             position=np.zeros(n, np.int64),
-            cross=self._filled_cross(states),
+            cross={**self._filled_cross(states), **self._summary_keys_values(states)},
             chunks_seen=np.array([s.chunks for s in states], np.int64),
         )
         logits, text = self._text_step(text, tokens)  # (N, T, V)
@@ -220,6 +231,13 @@ class NumpyEngine:
             return cross
         keep = filled * self.dims.latents  # (N, h, C, hd) -> (N, h, keep, hd)
         return {n: np.ascontiguousarray(v[:, :, :keep]) for n, v in cross.items()}
+
+    def _summary_keys_values(self, states: Sequence[StreamState]) -> dict[str, Any]:
+        """The N states' summary keys and values, by the context decoder's input names ({} without a summary)."""
+        if not self._summary:
+            return {}
+        summary = self._gather(states, "summary")
+        return {n: v for n, v in summary.items() if n != "summary"}
 
     def decode_one_token(self, text: TextBatch, tokens: np.ndarray) -> tuple[np.ndarray, TextBatch]:
         """tokens (N,) int64, one per row, at each row's position -> logits (N, V) f32 and the TextBatch after them."""
@@ -317,6 +335,9 @@ def check_same_types(sessions: dict, dims: contract.Dims) -> None:
     ]
     if dims.memory:
         links.append(("combiner", "memory_out", "combiner", "memory"))
+    if dims.summary:
+        links += [("context_cross_kv", "summary_out", "context_cross_kv", "summary"),
+                  ("context_cross_kv", "summary_key.0", "context_decoder", "summary_key.0")]
     for src, out, dst, inp in links:
         a = {o.name: o.type for o in sessions[src].get_outputs()}[out]
         b = {i.name: i.type for i in sessions[dst].get_inputs()}[inp]

@@ -2,6 +2,7 @@
 
 - `trained()`: a tiny model trained a few hundred steps on synthetic clips (answers are words,
   not noise) and its fp32 bundle;
+- `trained_summary()`: the same with a memory past a window of 2 chunks (model/summary.py);
 - `untrained(combiner)`: a randomly initialised tiny model and its fp32 bundle.
 
 Exporting takes tens of seconds, so each (model, bundle) is built once and kept in the system's
@@ -134,6 +135,17 @@ def _train(model) -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+
+
+SUMMARY = {"summary_tokens": 4, "temporal_window": 2}  # a window shorter than every training clip: the summary must help
+
+
+@functools.cache
+def trained_summary():
+    """(model, bundle path): a tiny model with a memory past a 2-chunk window, after TRAIN_STEPS steps."""
+    from conftest import tiny_model
+
+    return _kept("trained-summary", lambda: tiny_model(seed=0, **SUMMARY), _train)
 
 
 @functools.cache

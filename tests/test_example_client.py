@@ -18,7 +18,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from media_fixtures import write_media  # noqa: E402
-from runtime_bundles import trained, untrained  # noqa: E402
+from runtime_bundles import trained, trained_summary, untrained  # noqa: E402
 
 from mirasol_edge.data.synth import render_clip  # noqa: E402
 from mirasol_edge.runtime.chunking import ChunkSpec  # noqa: E402
@@ -131,6 +131,17 @@ def test_the_example_client_gives_the_runtimes_chunks_and_answers(tmp_path, both
     assert len(client_frames) == len(frames) == stream.chunks
     assert np.array_equal(client_frames, frames)
     assert np.abs(client_waveform - waveform).max() <= 1e-6
+    assert answers == [stream.ask(q) for q in questions]
+
+
+def test_the_example_client_carries_the_memory_past_the_window(tmp_path):
+    bundle = trained_summary()[1]  # a 2-chunk window: a 4 s clip leaves half of it to the summary
+    runtime = Runtime.load(bundle, intra_op_threads=1)
+    path = tmp_path / "clip.mp4"
+    questions = write_clip(path, *CLIPS[0][1:], seed=7)
+    stream = runtime.create_stream()
+    stream.push_source(str(path))
+    _, _, answers = run_client(bundle, path, questions, tmp_path / "client.npz")
     assert answers == [stream.ask(q) for q in questions]
 
 

@@ -141,13 +141,16 @@ class ContextDecoder(nn.Module):
             x, _ = block(x, mask=mask, cross=kv, cross_mask=cross_mask)
         return self._logits(x)
 
-    def step(self, tokens: Tensor, position: Tensor, past: list[KV], cross: list[KV], chunks: Tensor):
+    def step(self, tokens: Tensor, position: Tensor, past: list[KV], cross: list[KV], chunks: Tensor,
+             summary: list[KV] | None = None):
         """Tokens following the ones in the self cache, each row at its own position.
 
         tokens (B, T); position (B,) int64, where row b's first token goes (tokens before it are in past);
         past: per layer (key, value) (B, h, L, hd), L = max_text_len positions, position t holding token t;
         cross: per layer (B, h, C, hd), the stream's cross cache (a ring of chunk slots); chunks (B,) int64,
-        chunks pushed to the stream (the first min(chunks, C / m) slots are filled).
+        chunks pushed to the stream (the first min(chunks, C / m) slots are filled); summary: per layer
+        (B, h, S, hd), the keys and values of the memory past the window (model/summary.py), attended
+        beside the cross cache, always.
         Returns logits (B, T, vocab) and present per layer, shaped as past, the tokens written in.
         A prefill is a step from position 0; rows padded at the end write padding the next steps overwrite.
         """
@@ -157,7 +160,11 @@ class ContextDecoder(nn.Module):
         # The tokens are written first, then attend to the cache: each sees the positions up to its own.
         cache = torch.arange(past[0][0].shape[2], device=tokens.device)
         mask = (cache[None, None, :] <= write[:, :, None])[:, None]  # (B, 1, T, L)
-        cross_mask = ring_slots_filled(cross[0][0].shape[2], self.latents_per_chunk, chunks)[:, None, None, :]  # (B, 1, 1, C)
+        cross_mask = ring_slots_filled(cross[0][0].shape[2], self.latents_per_chunk, chunks)  # (B, C)
+        if summary is not None:  # [summary; ring]: (B, h, S + C, hd)
+            cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
+            cross_mask = torch.cat([cross_mask.new_ones(b, summary[0][0].shape[2]), cross_mask], dim=1)  # (B, S + C)
+        cross_mask = cross_mask[:, None, None, :]  # (B, 1, 1, S + C)
         present = []
         for block, kv, ckv in zip(self.blocks, past, cross):
             x, kv = block(x, mask=mask, past=kv, cross=ckv, cross_mask=cross_mask, write=write, attend_cache=True)

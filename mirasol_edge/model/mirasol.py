@@ -19,6 +19,7 @@ from mirasol_edge.config import ModelConfig
 from mirasol_edge.model.combiner import build_combiner
 from mirasol_edge.model.decoders import KV, ContextDecoder, TemporalDecoder
 from mirasol_edge.model.extractors import AudioExtractor, VideoExtractor
+from mirasol_edge.model.summary import SummaryMemory
 from mirasol_edge.runtime import tokenizer
 from mirasol_edge.runtime.chunking import check_media, chunk_clip
 
@@ -31,6 +32,7 @@ class StreamState:
     temporal: list[KV]  # per layer (B, h, W*m, hd): a ring of W chunk slots (decoders.py)
     cross: list[KV]  # per layer (B, h, W*m, hd): the context decoder's cross-attention cache, the same ring
     memory: Tensor | None  # TTM memory (B, M, D), None for the Transformer Combiner
+    summary: Tensor | None = None  # memory past the window (B, S, D) (model/summary.py), None without one
 
 
 class MirasolModel(nn.Module):
@@ -42,6 +44,7 @@ class MirasolModel(nn.Module):
         self.combiner = build_combiner(cfg)
         self.temporal_decoder = TemporalDecoder(cfg)
         self.context_decoder = ContextDecoder(cfg)
+        self.summary = SummaryMemory(cfg) if cfg.summary_tokens else None
         # training only (never exported): a chunk's m features -> the classes of its events
         self.event_head = nn.Linear(cfg.combiner.latents * cfg.d_model, sum(cfg.event_classes)) if cfg.event_classes else None
 
@@ -77,6 +80,37 @@ class MirasolModel(nn.Module):
         features = self.temporal_decoder(latents.flatten(1, 2))  # (B, K, m, D) -> (B, K*m, D)
         return latents, features
 
+    def summarize(self, features: Tensor, chunk_mask: Tensor | None = None) -> Tensor:
+        """Whole clip: features (B, K*m, D) -> the summary after its chunks (B, S, D), the recurrence a
+        stream runs chunk by chunk; chunk_mask (B, K) False for padding chunks, which leave it as it is."""
+        assert self.summary is not None, "the model has no summary memory (summary_tokens = 0)"
+        m = self.cfg.combiner.latents
+        chunks = features.view(features.shape[0], -1, m, features.shape[-1])  # (B, K*m, D) -> (B, K, m, D)
+        summary = self.summary.initial(features.shape[0], features.device)
+        for k in range(chunks.shape[1]):
+            updated = self.summary(summary, chunks[:, k])
+            summary = updated if chunk_mask is None else torch.where(chunk_mask[:, k, None, None], updated, summary)
+        return summary
+
+    def window_mask(self, chunk_mask: Tensor) -> Tensor:
+        """chunk_mask (B, K) -> (B, K): the chunks a question attends to in the cross-attention. With a
+        summary, the last temporal_window real chunks of each clip, as in a stream (the summary holds the
+        rest); without one, all of them (a whole clip's question sees every chunk)."""
+        if self.summary is None:
+            return chunk_mask
+        after = chunk_mask.flip(1).long().cumsum(1).flip(1)  # (B, K): real chunks from k to the end
+        return chunk_mask & (after <= self.cfg.temporal_window)
+
+    def clip_context(self, features: Tensor) -> tuple[list[KV], list[KV] | None]:
+        """Whole clip: features (B, K*m, D) -> what a question cross-attends to, per layer: the keys and
+        values (B, h, n, hd) of the chunks in the window (window_mask), and the summary's (B, h, S, hd),
+        or None without one. `generate(cross, prompt, summary=...)` takes them."""
+        if self.summary is None:
+            return self.context_decoder.cross_keys_values(features), None
+        window = self.cfg.temporal_window * self.cfg.combiner.latents
+        summary = self.context_decoder.cross_keys_values(self.summarize(features))
+        return self.context_decoder.cross_keys_values(features[:, -window:]), summary
+
     # -- streaming ----------------------------------------------------------------------------
 
     def init_stream(self, batch: int = 1, window: int | None = None) -> StreamState:
@@ -91,7 +125,9 @@ class MirasolModel(nn.Module):
             return [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in range(layers)]
 
         memory = self.combiner.initial_memory(batch, device) if self.combiner.has_memory else None
-        return StreamState(chunks=0, temporal=ring(cfg.temporal_layers), cross=ring(cfg.context_layers), memory=memory)
+        summary = self.summary.initial(batch, device) if self.summary is not None else None
+        return StreamState(chunks=0, temporal=ring(cfg.temporal_layers), cross=ring(cfg.context_layers), memory=memory,
+                           summary=summary)
 
     @torch.no_grad()
     def push_chunk(self, state: StreamState, waveform: Tensor, frames: Tensor) -> StreamState:
@@ -104,14 +140,22 @@ class MirasolModel(nn.Module):
         chunk = torch.full((latents.shape[0],), state.chunks, dtype=torch.long, device=latents.device)
         features, temporal = self.temporal_decoder.step(latents[:, 0], chunk, state.temporal)
         cross = self.context_decoder.write_cross(features, chunk, state.cross)
-        return StreamState(chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory)
+        summary = self.summary(state.summary, features) if self.summary is not None else None
+        return StreamState(chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory, summary=summary)
+
+    def summary_keys_values(self, state: StreamState) -> list[KV] | None:
+        """A stream's summary as the context decoder attends to it: per layer (B, h, S, hd); None without one."""
+        return None if state.summary is None else self.context_decoder.cross_keys_values(state.summary)
 
     @torch.no_grad()
-    def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16, chunks: int | None = None) -> Tensor:
+    def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16, chunks: int | None = None,
+                 summary: list[KV] | None = None) -> Tensor:
         """Greedy decoding with the fixed-size self-attention cache.
 
         cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: every
-        slot filled, as for a whole clip's cross keys/values); prompt (B, T0) ids -> generated ids
+        slot filled, as for a whole clip's cross keys/values); summary: per layer (B, h, S, hd), the
+        summary's keys and values (summary_keys_values, clip_context), required with a summary memory;
+        prompt (B, T0) ids -> generated ids
         (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
         done early are padded with eos).
         """
@@ -122,7 +166,8 @@ class MirasolModel(nn.Module):
         seen = torch.full((b,), cross[0][0].shape[2] // cfg.combiner.latents if chunks is None else chunks,
                           dtype=torch.long, device=prompt.device)
         position = torch.zeros(b, dtype=torch.long, device=prompt.device)
-        logits, past = decoder.step(prompt, position, [(empty, empty)] * cfg.context_layers, cross, seen)  # prefill
+        assert (summary is None) == (self.summary is None), "pass the summary's keys and values exactly when the model has one"
+        logits, past = decoder.step(prompt, position, [(empty, empty)] * cfg.context_layers, cross, seen, summary)  # prefill
         position = position + t0
         out, done = [], torch.zeros(b, dtype=torch.bool, device=prompt.device)
         for _ in range(max_new_tokens):
@@ -131,7 +176,7 @@ class MirasolModel(nn.Module):
             done |= token == tokenizer.EOS
             if done.all() or len(out) == max_new_tokens:
                 break
-            logits, past = decoder.step(token[:, None], position, past, cross, seen)  # decode one token
+            logits, past = decoder.step(token[:, None], position, past, cross, seen, summary)  # decode one token
             position = position + 1
         return torch.stack(out, dim=1) if out else prompt.new_zeros(b, 0)
 
@@ -145,7 +190,8 @@ class MirasolModel(nn.Module):
         """Greedy answer to `question` about the chunks pushed so far (batch 1). Leaves the stream as it is."""
         if state.chunks == 0:
             raise ValueError("no chunk has been pushed to the stream yet; push at least one chunk before asking.")
-        ids = self.generate(state.cross, self.prompt_tokens(question), max_new_tokens, chunks=state.chunks)
+        ids = self.generate(state.cross, self.prompt_tokens(question), max_new_tokens, chunks=state.chunks,
+                            summary=self.summary_keys_values(state))
         return tokenizer.detokenize(ids[0].tolist())
 
     @torch.no_grad()
@@ -155,5 +201,5 @@ class MirasolModel(nn.Module):
         frames, waveform = chunk_clip(frames, waveform, self.cfg.chunk)  # (K, F, H, W, 3), (K, S)
         device = prompt.device
         _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
-        cross = self.context_decoder.cross_keys_values(features)
-        return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens)[0].tolist())
+        cross, summary = self.clip_context(features)
+        return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens, summary=summary)[0].tolist())

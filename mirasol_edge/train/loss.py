@@ -20,6 +20,30 @@ def loss_counts(batch: dict[str, Tensor]) -> Tensor:
     return torch.stack([(batch["labels"] != IGNORE).sum(), batch["chunk_mask"][:, 1:].sum(), events]).float()
 
 
+def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) -> tuple[list, Tensor]:
+    """Features (C, K*m, D) of C clips with chunk_mask (C, K) -> what their questions cross-attend to:
+    per layer keys, values (C, h, n, hd), and the mask (C, n) of what is there. n = K*m, or S + K*m
+    with a summary memory (the summary first, then the chunks in the window, as a stream has them)."""
+    m = model.cfg.combiner.latents
+    cross = model.context_decoder.cross_keys_values(features)  # (C, h, K*m, hd)
+    mask = model.window_mask(chunk_mask).repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
+    if model.summary is None:
+        return cross, mask
+    summary = model.context_decoder.cross_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
+    cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
+    return cross, torch.cat([mask.new_ones(mask.shape[0], model.cfg.summary_tokens), mask], dim=1)
+
+
+def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """The summed cross-entropy of the answer tokens: features (C, K*m, D) of C clips, batch with
+    chunk_mask (C, K), tokens / labels (B, T) and question_clip (B,) (batching.text_batch)."""
+    clip = batch["question_clip"]
+    cross, cross_mask = question_context(model, features, batch["chunk_mask"])
+    cross = [(key[clip], value[clip]) for key, value in cross]  # (B, h, n, hd)
+    logits = model.context_decoder(batch["tokens"], cross, cross_mask=cross_mask[clip][:, None, None, :])  # (B, 1, 1, n)
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+
+
 def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tensor | None = None) -> dict[str, Tensor]:
     """The training loss of a batch of C clips and B questions, each clip encoded once.
 
@@ -30,13 +54,9 @@ def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tenso
     """
     latents, features = model.encode(batch["waveform"], batch["frames"])  # (C, K, m, D), (C, K*m, D)
     c, k, m, d = latents.shape
-    clip = batch["question_clip"]
-    cross = [(key[clip], value[clip]) for key, value in model.context_decoder.cross_keys_values(features)]  # (B, h, K*m, hd)
-    cross_mask = batch["chunk_mask"].repeat_interleave(m, dim=1)[clip][:, None, None, :]  # (B, 1, 1, K*m)
-    logits = model.context_decoder(batch["tokens"], cross, cross_mask=cross_mask)
     if counts is None:
         counts = loss_counts(batch)
-    answer_sum = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+    answer_sum = answer_loss_sum(model, features, batch)
     # chunk k's features predict chunk k+1's latents (targets not back-propagated); empty when K = 1,
     # but always computed so every parameter takes part in every step (DDP needs that)
     predicted = model.temporal_decoder.next_latents(features).view(c, k, m, d)[:, :-1]  # (C, K*m, D) -> (C, K-1, m, D)

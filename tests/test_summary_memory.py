@@ -1,0 +1,136 @@
+"""The memory past the window (model/summary.py): streamed state that equals the whole-clip recurrence,
+survives export and the runtime, and keeps a stream's memory bounded."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_chunks, tiny_model
+from runtime_bundles import clip_chunks, one_torch_thread, random_chunk, trained_summary
+from mirasol_edge.runtime import contract
+from mirasol_edge.runtime.session import Runtime
+from mirasol_edge.train.loss import question_context
+
+WINDOW, TOKENS = 3, 4
+
+
+@pytest.fixture
+def model():
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW)
+    with torch.no_grad():  # open the gates: at initialisation they pass little of each chunk
+        model.summary.gate_bias.zero_()
+    return model
+
+
+def test_streamed_summary_equals_the_whole_clip_recurrence(model):
+    waveform, frames = random_chunks(model.cfg, batch=2, chunks=8)
+    with torch.no_grad():
+        _, features = model.encode(waveform, frames)
+        state = model.init_stream(batch=2)
+        for k in range(8):
+            state = model.push_chunk(state, waveform[:, k], frames[:, k])
+        torch.testing.assert_close(state.summary, model.summarize(features), atol=1e-5, rtol=1e-5)
+
+
+def test_a_question_sees_the_same_in_a_stream_and_in_the_whole_clip(model):
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=2 * WINDOW + 1)  # the ring has wrapped
+    prompt = model.prompt_tokens("what colour is the first shape?")
+    with torch.no_grad():
+        _, features = model.encode(waveform, frames)
+        cross, mask = question_context(model, features, torch.ones(1, 2 * WINDOW + 1, dtype=torch.bool))
+        whole = model.context_decoder(prompt, cross, cross_mask=mask[:, None, None, :])
+        state = model.init_stream()
+        for k in range(2 * WINDOW + 1):
+            state = model.push_chunk(state, waveform[:, k], frames[:, k])
+        empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
+        streamed, _ = model.context_decoder.step(prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers,
+                                                 state.cross, torch.tensor([state.chunks]), model.summary_keys_values(state))
+    torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_the_summary_changes_the_answer_logits(model):
+    """Not decoration: the context decoder attends to it (a changed summary moves the logits)."""
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=4)
+    prompt = model.prompt_tokens("how many beeps?")
+    with torch.no_grad():
+        state = model.init_stream()
+        for k in range(4):
+            state = model.push_chunk(state, waveform[:, k], frames[:, k])
+        empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
+        args = (prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers, state.cross, torch.tensor([4]))
+        a, _ = model.context_decoder.step(*args, model.summary_keys_values(state))
+        other = model.context_decoder.cross_keys_values(torch.randn_like(state.summary))
+        b, _ = model.context_decoder.step(*args, other)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_padding_chunks_leave_the_summary_as_it_was(model):
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=5)
+    with torch.no_grad():
+        _, features = model.encode(waveform, frames)
+        padded = torch.cat([features, torch.randn(1, 2 * model.cfg.combiner.latents, model.cfg.d_model)], dim=1)
+        mask = torch.tensor([[True] * 5 + [False] * 2])
+        torch.testing.assert_close(model.summarize(padded, mask), model.summarize(features))
+
+
+def test_a_question_attends_to_the_last_window_of_real_chunks(model):
+    mask = torch.tensor([[True] * 6 + [False] * 2, [True] * 2 + [False] * 6])
+    assert model.window_mask(mask).tolist() == [[False] * 3 + [True] * 3 + [False] * 2, [True] * 2 + [False] * 6]
+
+
+def test_window_only_configs_stay_as_they_were():
+    config = tiny_model().cfg.to_dict()
+    assert contract.bundle_config(config).get("summary_tokens") is None  # manifests of window-only bundles unchanged
+    del config["summary_tokens"]  # a checkpoint or bundle from before the summary memory
+    assert contract.config_faults(config) == [] and contract.Dims.from_config(config).summary == 0
+
+
+@pytest.fixture(scope="module")
+def summary_model_and_runtime():
+    model, bundle = trained_summary()
+    return model, Runtime.load(bundle, intra_op_threads=1)
+
+
+def test_the_runtime_answers_as_pytorch_past_the_window(summary_model_and_runtime):
+    """A trained tiny model with a 2-chunk window on clips of 4-5 chunks, and on 40-chunk streams."""
+    model, runtime = summary_model_and_runtime
+    assert runtime.dims.summary == TOKENS and runtime.temporal_window == 2
+    answers = []
+    with one_torch_thread():
+        for seed in range(24, 54):
+            frames, waveform, qa = clip_chunks(seed, runtime.chunk)
+            stream = runtime.create_stream()
+            for f, w in zip(frames, waveform):
+                stream.push(f, w)
+            for q in qa[:3]:
+                whole = model.answer_clip(frames.reshape(-1, *frames.shape[2:]), waveform.reshape(-1), q.question)
+                answers.append(whole)
+                assert stream.ask(q.question) == whole, (seed, q.question)
+        rng = np.random.default_rng(5)
+        stream, state = runtime.create_stream(), model.init_stream()
+        for _ in range(40):
+            f, w = random_chunk(runtime.chunk, rng)
+            stream.push(f, w)
+            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+        np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
+        for q in ("what colour is the first shape?", "how many beeps are there?"):
+            assert stream.ask(q) == model.answer(state, q)
+    assert len(set(answers)) >= 4, f"the trained model gives too few distinct answers to be a test: {set(answers)}"
+
+
+def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime):
+    _, runtime = summary_model_and_runtime
+    stream = runtime.create_stream()
+    rng = np.random.default_rng(6)
+    chunks = [random_chunk(runtime.chunk, rng) for _ in range(4)]
+    sizes = {}
+    for k in range(1, 1001):
+        stream.push(*chunks[k % 4])
+        if k in (1, 2, 10, 1000):
+            sizes[k] = {name: a.shape for name, a in stream.arrays().items()}
+            assert sum(a.nbytes for a in stream.arrays().values()) == runtime.engine.state_bytes()
+    assert sizes[1] == sizes[2] == sizes[10] == sizes[1000]
+    d = runtime.dims
+    assert sizes[1000]["summary"] == (TOKENS, d.width) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
+    assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
+    assert np.isfinite(stream.arrays()["summary"]).all()
