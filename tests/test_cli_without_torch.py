@@ -13,7 +13,7 @@ BLOCKED = ("torch", "torchaudio", "torchvision", "onnx", "onnxscript")
 # sys.modules[name] = None makes `import name` raise ModuleNotFoundError(name=name), as when it is not installed
 CLI = f"import sys\nfor name in {BLOCKED!r}:\n    sys.modules[name] = None\nfrom mirasol_edge.cli import main\nmain()"
 HINT = "needs PyTorch (torch is not installed): pip install 'mirasol-edge[train]'"
-COMMANDS = ["info", "init", "train", "eval", "demo", "export", "inspect", "ask", "stream", "bench", "data synth"]
+COMMANDS = ["info", "init", "train", "train-memory", "eval", "demo", "export", "inspect", "ask", "stream", "bench", "data synth"]
 
 
 def run(*args) -> subprocess.CompletedProcess:

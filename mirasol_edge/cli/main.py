@@ -16,6 +16,7 @@ for group, name, command in (
     (app, "init", model.init),
     (data_app, "synth", train.data_synth),
     (app, "train", train.train),
+    (app, "train-memory", train.train_memory),
     (app, "eval", train.eval_command),
     (app, "demo", train.demo),
     (app, "export", export.export),

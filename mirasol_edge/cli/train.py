@@ -121,6 +121,54 @@ def train(
         write_json(json_out, {"checkpoint": str(checkpoint), "log": str(log), **(json.loads(lines[-1]) if lines else {})})
 
 
+def train_memory(
+    checkpoint: Path = typer.Argument(..., help="A trained window-only checkpoint (mirasol-edge train): its per-chunk stack is kept frozen."),
+    out: Path = typer.Option(Path("runs/small-memory"), "--out", "-o", help="Run folder: checkpoint.pt, log.jsonl."),
+    summary_tokens: int = typer.Option(16, "--summary-tokens", help="S: tokens of the memory past the window."),
+    long_clips: int = typer.Option(400, "--long-clips", help="Synthetic training clips longer than the window ..."),
+    long_seconds: str = typer.Option("80,200", "--long-seconds", help="... their shortest and longest length, seconds."),
+    short_clips: int = typer.Option(1600, "--short-clips", help="Synthetic training clips of 4-12 s beside them."),
+    off_grid_fraction: float = typer.Option(0.5, "--off-grid-fraction", help="Clips with events off the chunk grid, as a fraction."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Training time after the features are cached."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step (every question of each)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW; warm-up, cosine over the time budget)."),
+    data_seed: int = typer.Option(11, "--data-seed", help="Seed of the training clips (held-out sets use others)."),
+    workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
+    threads: Optional[int] = _THREADS,
+    json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
+):
+    """Add a memory past the window to a trained model: cache the frozen features of long and short synthetic
+    clips once, then train the summary memory and the context decoder on them (docs: README, RESULTS.md)."""
+    from mirasol_edge.checkpoint import load_checkpoint
+    from mirasol_edge.data.dataset import SyntheticDataset
+    from mirasol_edge.train.memory import cache_features, train_memory as run, with_summary
+
+    lo_hi = _numbers(long_seconds, "--long-seconds", int, "80,200")
+    if lo_hi is None or len(lo_hi) != 2 or not 4 <= lo_hi[0] <= lo_hi[1]:
+        raise ValueError(f"--long-seconds must be two whole numbers, shortest and longest, from 4 s up, e.g. 80,200; got {long_seconds!r}.")
+    if not 1 <= summary_tokens <= 4096 or long_clips < 0 or short_clips < 0 or long_clips + short_clips < 1 or minutes <= 0:
+        raise ValueError("--summary-tokens must be 1..4096, the clip counts >= 0 with at least one clip, and --minutes > 0.")
+    _set_threads(threads)
+    window_only, _ = load_checkpoint(checkpoint)
+    if window_only.summary is not None:
+        raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
+    model = with_summary(window_only, summary_tokens)
+    spec = model.cfg.chunk
+    clips = []
+    if long_clips:
+        durations = list(range(lo_hi[0], lo_hi[1] + 1))
+        long_set = SyntheticDataset(spec, long_clips, data_seed, None, durations, off_grid=off_grid_fraction)
+        clips += cache_features(model, long_set, "caching long clips", workers)
+    if short_clips:
+        short_set = SyntheticDataset(spec, short_clips, data_seed + 1, None, off_grid=off_grid_fraction)
+        clips += cache_features(model, short_set, "caching short clips", workers)
+    path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo)
+    typer.echo(f"wrote {path}")
+    if json_out is not None:
+        lines = (out / "log.jsonl").read_text().splitlines()
+        write_json(json_out, {"checkpoint": str(path), "log": str(out / "log.jsonl"), **(json.loads(lines[-1]) if lines else {})})
+
+
 _SCORES = ("n_clips, n_questions, accuracy, baseline, families {family: {n, accuracy, baseline}}, "
            "templates {template: {n, accuracy}}")
 

@@ -1,0 +1,49 @@
+"""`train-memory`: the memory past the window trained from cached features, the rest of the model frozen."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_model
+from mirasol_edge.checkpoint import load_checkpoint, save_checkpoint
+from mirasol_edge.cli import app
+from mirasol_edge.data.dataset import SyntheticDataset
+from mirasol_edge.train.memory import cache_features, memory_loss, train_memory, with_summary
+
+
+def test_with_summary_keeps_every_trained_weight():
+    window_only = tiny_model()
+    model = with_summary(window_only, 4)
+    assert model.cfg.summary_tokens == 4 and model.summary is not None
+    before = window_only.state_dict()
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items() if name in before)
+
+
+def test_training_moves_only_the_summary_and_the_context_decoder(tmp_path):
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    clips = cache_features(model, SyntheticDataset(model.cfg.chunk, 4, seed=3, questions_per_clip=None, durations=[4, 5]),
+                           "caching", workers=0)
+    assert {len(c.features) for c in clips} <= {4 * model.cfg.combiner.latents, 5 * model.cfg.combiner.latents}
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    loss_before = memory_loss(model, clips).item()
+    path = train_memory(model, clips, tmp_path / "run", minutes=0.05, batch_size=2, lr=3e-3, say=lambda _: None)
+    moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"summary", "context_decoder"}
+    assert memory_loss(model, clips).item() < loss_before
+    trained, _ = load_checkpoint(path)
+    assert trained.cfg.summary_tokens == 4 and json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] >= 1
+
+
+def test_a_checkpoint_that_has_a_summary_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "memory.pt", tiny_model(summary_tokens=2))
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "memory.pt"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "already has a memory past the window" in result.output
+
+
+@pytest.mark.parametrize("seconds", ["80", "200,80", "2,10", "a,b"])
+def test_bad_long_clip_lengths_are_one_sentence(tmp_path, seconds):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--long-seconds", seconds])
+    assert result.exit_code == 2 and "--long-seconds must be" in result.output
