@@ -276,7 +276,7 @@ def bench_torch(checkpoint, inputs, chunks: int, tokens: int, progress: bool, co
 
     def context_cross_kv(features, position, cross, summary):  # as the graph: the cross ring (+ the summary)
         cross = model.context_decoder.write_cross(features, position, cross)
-        return cross, None if summary is None else model.summary(summary, features)
+        return cross, None if summary is None else model.summary(summary, features, position)
 
     stages_fn = {
         "audio_extractor": model.audio_extractor, "video_extractor": model.video_extractor, "combiner": model.combiner,
@@ -341,7 +341,7 @@ def _torch_text(model, state, step, tokens: int) -> dict:
     shape = (1, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads)
     fresh = [(torch.zeros(shape), torch.zeros(shape)) for _ in range(cfg.context_layers)]
     seen = torch.full((1,), state.chunks)
-    summary = model.summary_keys_values(state)
+    summary = model.stream_summary(state)
     start = time.perf_counter()
     logits, past = step(prompt, torch.zeros(1, dtype=torch.long), fresh, state.cross, seen, summary)
     ttft = time.perf_counter() - start

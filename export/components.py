@@ -122,15 +122,15 @@ class ContextCrossKVGraph(nn.Module):
 
     def __init__(self, model: MirasolModel):
         super().__init__()
-        self.decoder, self.summary = model.context_decoder, model.summary
+        self.model, self.decoder, self.summary = model, model.context_decoder, model.summary
 
     def forward(self, features: Tensor, chunk_position: Tensor, *state: Tensor):
         cross, summary = (state[:-1], state[-1]) if self.summary is not None else (state, None)
         present = _flat(self.decoder.write_cross(features, chunk_position, _pairs(cross)))
         if summary is None:
             return present
-        summary = self.summary(summary, features)
-        return (*present, summary, *_flat(self.decoder.cross_keys_values(summary)))
+        summary = self.summary(summary, features, chunk_position)
+        return (*present, summary, *_flat(self.model.summary_keys_values(summary)))
 
 
 class ContextDecoderGraph(nn.Module):

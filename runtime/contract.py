@@ -65,7 +65,7 @@ class Dims:
     vocab: int  # V
     temporal_layers: int
     context_layers: int
-    summary: int = 0  # S: summary tokens of the memory past the window (0: the window only)
+    summary: int = 0  # Sm: summary tokens of the memory past the window (0: the window only)
 
     @property
     def head_dim(self) -> int:
@@ -116,7 +116,8 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     # keys and values, which the context decoder attends to beside the cross cache.
     summary_in, summary_out, summary_kv = {}, {}, {}
     if dims.summary:
-        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, d))
+        # per token: the pooled output so far (D) and the log of its softmax denominator (1): model/summary.py
+        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, d + 1))
         summary_kv = {n: cache(dims.summary) for n in cache_names("summary", lc)}
     specs = [
         GraphSpec("audio_extractor", {"waveform": TensorSpec(f32, ("batch", dims.samples))}, {"audio_tokens": audio}),

@@ -17,8 +17,8 @@ WINDOW, TOKENS = 3, 4
 @pytest.fixture
 def model():
     model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW)
-    with torch.no_grad():  # open the gates: at initialisation they pass little of each chunk
-        model.summary.gate_bias.zero_()
+    with torch.no_grad():  # sharper queries than at initialisation: the pooling weights differ chunk to chunk
+        model.summary.queries.mul_(100)
     return model
 
 
@@ -44,7 +44,7 @@ def test_a_question_sees_the_same_in_a_stream_and_in_the_whole_clip(model):
             state = model.push_chunk(state, waveform[:, k], frames[:, k])
         empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
         streamed, _ = model.context_decoder.step(prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers,
-                                                 state.cross, torch.tensor([state.chunks]), model.summary_keys_values(state))
+                                                 state.cross, torch.tensor([state.chunks]), model.stream_summary(state))
     torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-4)
 
 
@@ -58,17 +58,38 @@ def test_the_summary_changes_the_answer_logits(model):
             state = model.push_chunk(state, waveform[:, k], frames[:, k])
         empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
         args = (prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers, state.cross, torch.tensor([4]))
-        a, _ = model.context_decoder.step(*args, model.summary_keys_values(state))
-        other = model.context_decoder.cross_keys_values(torch.randn_like(state.summary))
+        a, _ = model.context_decoder.step(*args, model.stream_summary(state))
+        other = model.summary_keys_values(torch.randn_like(state.summary))
         b, _ = model.context_decoder.step(*args, other)
     assert (a - b).abs().max() > 1e-3
+
+
+def test_the_pooling_weights_differ_from_chunk_to_chunk(model):
+    """Not a plain mean: with its queries a token weighs some chunks more than others."""
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=6)
+    with torch.no_grad():
+        _, features = model.encode(waveform, frames)
+        scores, _ = model.summary._scores_values(features, torch.arange(features.shape[1])[None] // model.cfg.combiner.latents)
+    assert scores.std(dim=-1).min() > 0.1
+
+
+def test_a_summary_stays_finite_and_exact_over_a_long_stream(model):
+    """The online softmax against the whole-stream pooling after 500 chunks (log-denominators grow)."""
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    features = torch.randn(1, 500 * m, d)
+    state = model.summary.initial(1)
+    with torch.no_grad():
+        for k in range(500):
+            state = model.summary(state, features[:, k * m:(k + 1) * m], torch.tensor([k]))
+        torch.testing.assert_close(state, model.summarize(features), atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(state).all()
 
 
 def test_padding_chunks_leave_the_summary_as_it_was(model):
     waveform, frames = random_chunks(model.cfg, batch=1, chunks=5)
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
-        padded = torch.cat([features, torch.randn(1, 2 * model.cfg.combiner.latents, model.cfg.d_model)], dim=1)
+        padded = torch.cat([features, 100 * torch.randn(1, 2 * model.cfg.combiner.latents, model.cfg.d_model)], dim=1)
         mask = torch.tensor([[True] * 5 + [False] * 2])
         torch.testing.assert_close(model.summarize(padded, mask), model.summarize(features))
 
@@ -131,6 +152,6 @@ def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime)
             assert sum(a.nbytes for a in stream.arrays().values()) == runtime.engine.state_bytes()
     assert sizes[1] == sizes[2] == sizes[10] == sizes[1000]
     d = runtime.dims
-    assert sizes[1000]["summary"] == (TOKENS, d.width) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
+    assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
     assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
     assert np.isfinite(stream.arrays()["summary"]).all()

@@ -32,7 +32,7 @@ class StreamState:
     temporal: list[KV]  # per layer (B, h, W*m, hd): a ring of W chunk slots (decoders.py)
     cross: list[KV]  # per layer (B, h, W*m, hd): the context decoder's cross-attention cache, the same ring
     memory: Tensor | None  # TTM memory (B, M, D), None for the Transformer Combiner
-    summary: Tensor | None = None  # memory past the window (B, S, D) (model/summary.py), None without one
+    summary: Tensor | None = None  # memory past the window (B, S, D + 1) (model/summary.py), None without one
 
 
 class MirasolModel(nn.Module):
@@ -81,16 +81,17 @@ class MirasolModel(nn.Module):
         return latents, features
 
     def summarize(self, features: Tensor, chunk_mask: Tensor | None = None) -> Tensor:
-        """Whole clip: features (B, K*m, D) -> the summary after its chunks (B, S, D), the recurrence a
-        stream runs chunk by chunk; chunk_mask (B, K) False for padding chunks, which leave it as it is."""
+        """Whole clip: features (B, K*m, D) -> the summary state after its chunks (B, S, D + 1), what a stream
+        has after pushing them one by one; chunk_mask (B, K) False for padding chunks, which count for nothing."""
         assert self.summary is not None, "the model has no summary memory (summary_tokens = 0)"
         m = self.cfg.combiner.latents
-        chunks = features.view(features.shape[0], -1, m, features.shape[-1])  # (B, K*m, D) -> (B, K, m, D)
-        summary = self.summary.initial(features.shape[0], features.device)
-        for k in range(chunks.shape[1]):
-            updated = self.summary(summary, chunks[:, k])
-            summary = updated if chunk_mask is None else torch.where(chunk_mask[:, k, None, None], updated, summary)
-        return summary
+        chunk = torch.arange(features.shape[1], device=features.device) // m  # (K*m,) the chunk of each feature
+        mask = None if chunk_mask is None else chunk_mask.repeat_interleave(m, dim=1)  # (B, K) -> (B, K*m)
+        return self.summary.pool(features, chunk, mask)
+
+    def summary_keys_values(self, summary: Tensor) -> list[KV]:
+        """A summary state (B, S, D + 1) as the context decoder attends to it: per layer (B, h, S, hd)."""
+        return self.context_decoder.cross_keys_values(self.summary.summary_tokens(summary))
 
     def window_mask(self, chunk_mask: Tensor) -> Tensor:
         """chunk_mask (B, K) -> (B, K): the chunks a question attends to in the cross-attention. With a
@@ -108,8 +109,7 @@ class MirasolModel(nn.Module):
         if self.summary is None:
             return self.context_decoder.cross_keys_values(features), None
         window = self.cfg.temporal_window * self.cfg.combiner.latents
-        summary = self.context_decoder.cross_keys_values(self.summarize(features))
-        return self.context_decoder.cross_keys_values(features[:, -window:]), summary
+        return self.context_decoder.cross_keys_values(features[:, -window:]), self.summary_keys_values(self.summarize(features))
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -140,12 +140,12 @@ class MirasolModel(nn.Module):
         chunk = torch.full((latents.shape[0],), state.chunks, dtype=torch.long, device=latents.device)
         features, temporal = self.temporal_decoder.step(latents[:, 0], chunk, state.temporal)
         cross = self.context_decoder.write_cross(features, chunk, state.cross)
-        summary = self.summary(state.summary, features) if self.summary is not None else None
+        summary = self.summary(state.summary, features, chunk) if self.summary is not None else None
         return StreamState(chunks=state.chunks + 1, temporal=temporal, cross=cross, memory=memory, summary=summary)
 
-    def summary_keys_values(self, state: StreamState) -> list[KV] | None:
+    def stream_summary(self, state: StreamState) -> list[KV] | None:
         """A stream's summary as the context decoder attends to it: per layer (B, h, S, hd); None without one."""
-        return None if state.summary is None else self.context_decoder.cross_keys_values(state.summary)
+        return None if state.summary is None else self.summary_keys_values(state.summary)
 
     @torch.no_grad()
     def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16, chunks: int | None = None,
@@ -154,7 +154,7 @@ class MirasolModel(nn.Module):
 
         cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: every
         slot filled, as for a whole clip's cross keys/values); summary: per layer (B, h, S, hd), the
-        summary's keys and values (summary_keys_values, clip_context), required with a summary memory;
+        summary's keys and values (stream_summary, clip_context), required with a summary memory;
         prompt (B, T0) ids -> generated ids
         (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
         done early are padded with eos).
@@ -191,7 +191,7 @@ class MirasolModel(nn.Module):
         if state.chunks == 0:
             raise ValueError("no chunk has been pushed to the stream yet; push at least one chunk before asking.")
         ids = self.generate(state.cross, self.prompt_tokens(question), max_new_tokens, chunks=state.chunks,
-                            summary=self.summary_keys_values(state))
+                            summary=self.stream_summary(state))
         return tokenizer.detokenize(ids[0].tolist())
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) 
     mask = model.window_mask(chunk_mask).repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
     if model.summary is None:
         return cross, mask
-    summary = model.context_decoder.cross_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
+    summary = model.summary_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
     return cross, torch.cat([mask.new_ones(mask.shape[0], model.cfg.summary_tokens), mask], dim=1)
 
