@@ -25,25 +25,48 @@ fuzz: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# RESULTS.md: train the small preset, write the held-out set (other seed), evaluate in PyTorch
-# and through the runtime (fp32 and int8 bundles).
+# RESULTS.md: train the small preset (stage 1, 30 min), fine-tune it with half the clips off the chunk
+# grid (stage 2, 14 min), add the memory past the window from cached features of long and short clips
+# (stage 3, ~5 min of caching + 10 min); write the held-out sets (other seeds: 4-12 s, off the grid,
+# 30-60 s, 2-5 min, 10 min), evaluate in PyTorch and through the runtime (fp32 and int8 bundles).
+# AMP=off on CPUs without bf16 units (AMX): autocast's bf16 is emulated there and far slower.
 TRAIN_MINUTES ?= 30
+OFFGRID_MINUTES ?= 14
+MEMORY_MINUTES ?= 10
+AMP ?= bf16
+CLI := $(VENV)/bin/mirasol-edge
 reproduce: $(STAMP)
-	$(VENV)/bin/mirasol-edge train --preset small --out runs/small --minutes $(TRAIN_MINUTES) \
-		--batch-size 8 --questions-per-clip 0 --event-loss-weight 1 --lr 1e-3 --amp bf16
-	test -f runs/heldout-small/manifest.jsonl || \
-		$(VENV)/bin/mirasol-edge data synth runs/heldout-small --n 1000 --seed 1000 --preset small
-	$(VENV)/bin/mirasol-edge eval runs/small/checkpoint.pt runs/heldout-small/manifest.jsonl --json runs/small/eval-torch.json --threads 1
-	$(VENV)/bin/mirasol-edge export runs/small/checkpoint.pt runs/small/bundle-fp32 --force
-	$(VENV)/bin/mirasol-edge export runs/small/checkpoint.pt runs/small/bundle-int8 --precision int8 --force
-	$(VENV)/bin/mirasol-edge eval runs/small/bundle-fp32 runs/heldout-small/manifest.jsonl --json runs/small/eval-ort-fp32.json
-	$(VENV)/bin/mirasol-edge eval runs/small/bundle-int8 runs/heldout-small/manifest.jsonl --json runs/small/eval-ort-int8.json
+	$(CLI) train --preset small --out runs/small --minutes $(TRAIN_MINUTES) \
+		--batch-size 8 --questions-per-clip 0 --event-loss-weight 1 --lr 1e-3 --amp $(AMP)
+	$(CLI) train --preset small --out runs/small-offgrid --minutes $(OFFGRID_MINUTES) --batch-size 8 --questions-per-clip 0 \
+		--event-loss-weight 1 --lr 3e-4 --warmup-steps 20 --amp $(AMP) --data-seed 3 --init-from runs/small/checkpoint.pt \
+		--off-grid-fraction 0.5
+	$(CLI) train-memory runs/small-offgrid/checkpoint.pt --out runs/small-memory --summary-tokens 16 \
+		--long-clips 500 --long-seconds 80,160 --short-clips 300 --minutes $(MEMORY_MINUTES) --batch-size 16 --lr 2e-3
+	test -f runs/heldout-small/manifest.jsonl || $(CLI) data synth runs/heldout-small --n 1000 --seed 1000 --preset small
+	test -f runs/heldout-offgrid/manifest.jsonl || $(CLI) data synth runs/heldout-offgrid --n 200 --seed 2000 --off-grid
+	test -f runs/heldout-mid/manifest.jsonl || $(CLI) data synth runs/heldout-mid --n 100 --seed 3200 --min-seconds 30 --max-seconds 60
+	test -f runs/heldout-long/manifest.jsonl || $(CLI) data synth runs/heldout-long --n 200 --seed 3000 --min-seconds 120 --max-seconds 300
+	test -f runs/heldout-10min/manifest.jsonl || $(CLI) data synth runs/heldout-10min --n 10 --seed 3100 --min-seconds 600 --max-seconds 600
+	$(CLI) export runs/small-offgrid/checkpoint.pt runs/small-offgrid/bundle-fp32 --force
+	$(CLI) export runs/small-memory/checkpoint.pt runs/small-memory/bundle-fp32 --force
+	$(CLI) export runs/small-memory/checkpoint.pt runs/small-memory/bundle-int8 --precision int8 --force
+	$(CLI) eval runs/small-memory/checkpoint.pt runs/heldout-small/manifest.jsonl --json runs/small-memory/eval-torch.json --threads 1
+	for set in small offgrid mid long 10min; do \
+		$(CLI) eval runs/small-memory/bundle-fp32 runs/heldout-$$set/manifest.jsonl --json runs/small-memory/eval-ort-fp32-$$set.json \
+			--predictions runs/small-memory/preds-ort-fp32-$$set.jsonl || exit 1; \
+		$(CLI) eval runs/small-offgrid/bundle-fp32 runs/heldout-$$set/manifest.jsonl --json runs/small-offgrid/eval-ort-fp32-$$set.json || exit 1; \
+	done
+	$(CLI) eval runs/small-memory/bundle-int8 runs/heldout-small/manifest.jsonl --json runs/small-memory/eval-ort-int8.json
+	head -n 634 runs/heldout-long/manifest.jsonl > runs/heldout-long/first50.jsonl   # the first 50 clips' questions
+	$(CLI) eval runs/small-memory/checkpoint.pt runs/heldout-long/first50.jsonl --json runs/small-memory/eval-torch-long50.json \
+		--predictions runs/small-memory/preds-torch-long50.jsonl --threads 2
 
 # BENCHMARKS.md: every engine side by side, 32 streams batched, 720p30 and 1080p30 H.264 sources end to end.
 bench: $(STAMP)
-	test -f runs/small/bundle-fp32/manifest.json || $(MAKE) reproduce
+	test -f runs/small-memory/bundle-fp32/manifest.json || $(MAKE) reproduce
 	test -f runs/src-720p30.mp4 || $(PY) -m mirasol_edge.benchmarks.sources runs/src-720p30.mp4 --width 1280 --height 720 --fps 30 --seconds 60
 	test -f runs/src-1080p30.mp4 || $(PY) -m mirasol_edge.benchmarks.sources runs/src-1080p30.mp4 --width 1920 --height 1080 --fps 30 --seconds 60
-	$(VENV)/bin/mirasol-edge bench runs/small/bundle-fp32 runs/small/bundle-int8 --torch runs/small/checkpoint.pt --compile \
+	$(VENV)/bin/mirasol-edge bench runs/small-memory/bundle-fp32 runs/small-memory/bundle-int8 --torch runs/small-memory/checkpoint.pt --compile \
 		--chunks 500 --streams 32 --source runs/src-720p30.mp4 --source runs/src-1080p30.mp4 \
-		--json runs/small/bench.json --plot runs/small/bench.png
+		--json runs/small-memory/bench.json --plot runs/small-memory/bench.png

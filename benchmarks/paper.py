@@ -99,10 +99,12 @@ def _one_chunk(model) -> None:
 
 
 def _no_temporal(model) -> None:
+    import torch
+
     decoder = model.temporal_decoder
 
     def forward(latents, first_chunk: int = 0):
-        chunk = __import__("torch").arange(latents.shape[1], device=latents.device) // decoder.latents_per_chunk + first_chunk
+        chunk = torch.arange(latents.shape[1], device=latents.device) // decoder.latents_per_chunk + first_chunk
         return decoder.norm(decoder._inputs(latents, chunk))  # no attention across chunks
 
     decoder.forward = forward
