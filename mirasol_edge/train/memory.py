@@ -1,12 +1,12 @@
-"""Training the memory past the window on clips of minutes, from cached features (the recipe's stage 2).
+"""Training the memory past the window on clips of minutes, from cached features (the recipe's stage 3).
 
 The per-chunk stack of a trained window-only checkpoint (extractors, combiner, temporal decoder)
 is frozen: every training clip goes through it once and only its temporal features (K*m, D) are
 kept. Then the summary memory and the context decoder train on those features: long clips (past
 the window, so the summary must carry what the cross cache lost) mixed with short ones (so short
 clips keep their accuracy). Rendering and encoding a 200 s clip costs about a second once; each
-step afterwards runs only the summary recurrence (full backpropagation through every chunk) and
-the context decoder, so minutes of media fit in a step on 2 cores.
+step afterwards runs only the summary's pooling over every chunk (one attention per clip) and the
+context decoder, so minutes of media fit in a step on 2 cores.
 """
 
 from __future__ import annotations
