@@ -1,4 +1,4 @@
-"""The memory past the window (model/summary.py): streamed state that equals the whole-clip recurrence,
+"""The memory past the window (model/summary.py): streamed state that equals the whole-clip pooling,
 survives export and the runtime, and keeps a stream's memory bounded."""
 
 import numpy as np
@@ -22,7 +22,7 @@ def model():
     return model
 
 
-def test_streamed_summary_equals_the_whole_clip_recurrence(model):
+def test_streamed_summary_equals_the_whole_clip_pooling(model):
     waveform, frames = random_chunks(model.cfg, batch=2, chunks=8)
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
