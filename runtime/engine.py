@@ -123,8 +123,8 @@ class NumpyEngine:
                 out[i] = r
         return out
 
-    def _row(self, value, i: int):
-        return value[i]
+    def _host(self, value) -> np.ndarray:
+        return value
 
     def logits_to_host(self, logits) -> np.ndarray:
         return logits
@@ -151,9 +151,9 @@ class NumpyEngine:
                 out["memory"] = np.zeros((self.dims.memory, self.dims.width), np.float32)
             return out
         parts = {**state.batch.temporal, **state.batch.cross, **state.batch.summary}
-        out = {n: np.array(self._row(v, state.row)) for n, v in parts.items()}
+        out = {n: np.array(self._host(v)[state.row]) for n, v in parts.items()}
         if self.has_memory:
-            out["memory"] = np.array(self._row(state.batch.memory, state.row))
+            out["memory"] = np.array(self._host(state.batch.memory)[state.row])
         return out
 
     def _gather(self, states: Sequence[StreamState], part: str):
@@ -162,12 +162,19 @@ class NumpyEngine:
         first = states[0].batch
         if first is not None and first.streams == len(states) and all(s.batch is first and s.row == i for i, s in enumerate(states)):
             return getattr(first, part)
+        hosts: dict[int, np.ndarray] = {}  # each batched value comes to the host once, not once per row
+
+        def row(value, i: int):
+            if id(value) not in hosts:
+                hosts[id(value)] = self._host(value)
+            return hosts[id(value)][i]
+
         if part == "memory":
-            return self._stack([None if s.batch is None else self._row(s.batch.memory, s.row) for s in states],
+            return self._stack([None if s.batch is None else row(s.batch.memory, s.row) for s in states],
                                (self.dims.memory, self.dims.width))
         shapes = (self._summary_shapes if part == "summary" else
                   dict.fromkeys({"temporal": self._temporal, "cross": self._cross}[part].values(), self.cache_shape()))
-        return {n: self._stack([None if s.batch is None else self._row(getattr(s.batch, part)[n], s.row) for s in states],
+        return {n: self._stack([None if s.batch is None else row(getattr(s.batch, part)[n], s.row) for s in states],
                                shape) for n, shape in shapes.items()}
 
     def push(self, states: Sequence[StreamState], frames: np.ndarray, waveform: np.ndarray) -> list[StreamState]:
@@ -303,9 +310,6 @@ class BoundEngine(NumpyEngine):
 
     def _stack(self, rows: list, shape: tuple):
         return self._device(super()._stack(rows, shape))
-
-    def _row(self, value, i: int):
-        return self._host(value)[i]
 
     def _filled_cross(self, states: Sequence[StreamState]) -> dict[str, Any]:
         return self._gather(states, "cross")  # cutting would be a host round trip: the whole ring, on the device

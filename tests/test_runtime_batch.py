@@ -95,3 +95,20 @@ def test_a_reset_stream_answers_as_a_new_one(runtime):
     for f, w in zip(second[0], second[1]):
         stream.push(f, w)
     assert [stream.ask(q) for q in second[2]] == one_by_one(runtime, second)
+
+
+def test_io_binding_brings_each_batched_cache_to_the_host_once_when_streams_regroup():
+    """Streams of one batch regrouped (some leave): each batched value is copied off the device once
+    per gather, not once per stream (1 024 streams once made each step copy every cache 1 024 times)."""
+    _, bundle = trained()
+    runtime = Runtime.load(bundle, intra_op_threads=1, io_binding=True)
+    rng = np.random.default_rng(0)
+    streams = [runtime.create_stream() for _ in range(6)]
+    runtime.push_streams(streams, [random_chunk(runtime.chunk, rng) for _ in streams])
+    engine, copies = runtime.engine, []
+    host = engine._host
+    engine._host = lambda value: copies.append(id(value)) or host(value)
+    batch = streams[0].state.batch
+    values = [*batch.temporal.values(), *batch.cross.values(), *batch.summary.values()]
+    runtime.push_streams(streams[::2], [random_chunk(runtime.chunk, rng) for _ in streams[::2]])
+    assert sorted(copies) == sorted(id(v) for v in values)  # every cache it gathered from, once
