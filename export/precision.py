@@ -56,6 +56,7 @@ def to_fp16(src: Path, dst: Path, external_data: bool) -> int:
     # Shape inference serialises the model, which protobuf refuses past 2 GB.
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep, disable_shape_infer=external_data)
     _undo_fp16_round_trips(half.graph, weights)
+    _drop_duplicate_definitions(half.graph)
     _sort_topologically(half.graph)
     _save(half, dst, external_data)
     return len(keep)
@@ -110,6 +111,40 @@ def _undo_fp16_round_trips(graph: onnx.GraphProto, weights: dict[str, onnx.Tenso
     alive = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(alive)
+
+
+def _drop_duplicate_definitions(graph: onnx.GraphProto) -> None:
+    """Keep once each value defined twice: a weight that several blocked nodes share can come out of
+    the conversion with its fp32 cast defined twice, as a cast and as the restored fp32 weight (torch
+    2.11's export of the base preset's audio front end: 'Duplicate definition of name
+    (val_12_cast_to_fp32)', which ONNX Runtime refuses to load). Identical copies are kept once; a
+    cast to fp32 of a value also restored as a weight gives way to the weight."""
+    defined: dict[str, bytes] = {}
+    initializers = []
+    for t in graph.initializer:
+        if t.name in defined:
+            assert defined[t.name] == t.SerializeToString(), f"{t.name} is defined twice with different values"
+            continue
+        defined[t.name] = t.SerializeToString()
+        initializers.append(t)
+    weights = set(defined)
+    nodes = []
+    for n in graph.node:
+        same = n.__class__()
+        same.CopyFrom(n)
+        same.name = ""  # the converter names each copy apart
+        definition = same.SerializeToString()
+        if n.op_type == "Cast" and _cast_to(n) == onnx.TensorProto.FLOAT and n.output[0] in weights:
+            continue  # X_cast_to_fp32 also restored as X's original fp32 values: keep those
+        if n.output and all(o in defined for o in n.output):
+            assert all(defined[o] == definition for o in n.output), f"{n.output[0]} is defined twice differently"
+            continue
+        nodes.append(n)
+        defined.update(dict.fromkeys(n.output, definition))
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _cast_to(node: onnx.NodeProto) -> int:

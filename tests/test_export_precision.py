@@ -96,3 +96,33 @@ def test_external_weights_sit_next_to_each_graph_and_are_hashed(fp16_external_bu
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"context_decoder\.onnx\.data has changed"):
         verify_manifest(copy)
+
+
+def test_a_value_the_fp16_conversion_defines_twice_is_kept_once(tmp_path):
+    """Two identical casts of one shared weight, a weight twice, and a cast to fp32 also restored as the
+    fp32 weight (torch 2.11's export of the base audio front end came out of the converter with a value
+    defined twice): the graph loads and computes."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mirasol_edge.export.precision import _drop_duplicate_definitions
+
+    w = numpy_helper.from_array(np.arange(1, 5, dtype=np.float16), "w")
+    w32 = numpy_helper.from_array(np.arange(1, 5, dtype=np.float32), "w32")
+    restored = numpy_helper.from_array(np.arange(1, 5, dtype=np.float32), "v_cast_to_fp32")
+    nodes = [helper.make_node("Cast", ["w"], ["w_cast_to_fp32"], name=f"cast{i}", to=TensorProto.FLOAT) for i in range(2)]
+    nodes.append(helper.make_node("Cast", ["w"], ["v_cast_to_fp32"], name="cast_v", to=TensorProto.FLOAT))
+    nodes.append(helper.make_node("Add", ["x", "w_cast_to_fp32"], ["a"], name="add"))
+    nodes.append(helper.make_node("Mul", ["a", "w32"], ["b"], name="mul"))
+    nodes.append(helper.make_node("Div", ["b", "v_cast_to_fp32"], ["y"], name="div"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w, w32, w32, restored])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    _drop_duplicate_definitions(model.graph)
+    assert [n.name for n in model.graph.node] == ["cast0", "add", "mul", "div"]
+    assert [t.name for t in model.graph.initializer] == ["w", "w32", "v_cast_to_fp32"]
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.ones(4, np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x + np.arange(1, 5))
