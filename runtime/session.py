@@ -238,6 +238,9 @@ def session_options(intra_op_threads: int = 0, spinning: bool = False):
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Errors only: the CUDA provider warns about ScatterND (the cache rings' writes, whose indices never
+    # repeat) once per kernel, 144 lines a run; where graphs really run is checked by Runtime itself.
+    so.log_severity_level = 3
     if _shared_pool_threads is not None:
         so.use_per_session_threads = False
         return so
