@@ -3,10 +3,10 @@ scoring.py as the PyTorch model is: same decoded clips, same questions, same bas
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from mirasol_edge.data.manifest import ManifestRow
-from mirasol_edge.scoring import Prediction, baseline_for, manifest_clips, summarize
+from mirasol_edge.scoring import Clip, Prediction, baseline_for, manifest_clips, summarize
 
 
 STREAMS = 32  # clips streamed together: one push_streams per chunk step, one ask_streams per few finished clips
@@ -34,12 +34,22 @@ def evaluate_bundle(
     if streams < 1:
         raise ValueError(f"streams must be at least 1, got {streams}.")
     runtime = Runtime.load(bundle, thread_pool=thread_pool)
-    predictions: list[Prediction] = []
     total = len({r.video for r in rows})
-    clips = manifest_clips(rows, runtime.chunk, workers)
+    predictions = answer_clips(runtime, manifest_clips(rows, runtime.chunk, workers), streams,
+                               progress and (lambda done: progress(done, total)))
+    return summarize(predictions, baseline_for(rows, runtime.chunk, baseline_rows)), predictions
+
+
+def answer_clips(runtime, clips: Iterable[Clip], streams: int = STREAMS,
+                 progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Greedy answers to every question of every clip through `runtime` (any provider): up to `streams`
+    clips stepped together (a clip joins as another one ends), the questions of finished clips answered
+    together; the answers are those of one clip at a time. progress(clips done)."""
+    clips = iter(clips)
+    predictions: list[Prediction] = []
     active: list = []  # (clip, stream)
     finished: list = []
-    more = True
+    done, more = 0, True
     while more or active:
         while more and len(active) < streams:  # clips join as others end
             clip = next(clips, None)
@@ -58,10 +68,11 @@ def evaluate_bundle(
             for (name, _, _, questions), _ in finished:
                 for q in questions:
                     predictions.append(Prediction(name, q.question, q.answer, next(answers), q.family, q.template))
+            done += len(finished)
             if progress:
-                progress(len({p.clip for p in predictions}), total)
+                progress(done)
             finished = []
-    return summarize(predictions, baseline_for(rows, runtime.chunk, baseline_rows)), predictions
+    return predictions
 
 
 def evaluate_bundle_on_ray(
