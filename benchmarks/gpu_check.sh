@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# GPU check of the runtime (CUDA provider, IO binding, fp16, latency); see benchmarks/gpu_check.py.
-# On the lent GPU machine (see /work/shared/device/README.md), after onnxruntime-gpu went to /tmp/site:
-#   export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/gpu_check.sh
-# Anywhere else it runs the CPU rows and says why CUDA was skipped:
-#   PYTHON=.venv/bin/python OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
+# GPU check of the runtime (CUDA provider, IO binding, fp16, batched streams, fp16 accuracy, beside
+# torch eager); see benchmarks/gpu_check.py. On the lent GPU machine, with the parts of onnxruntime-gpu
+# in $ORTGPU (made by ../shared/device/ort-gpu-parts.sh) and the bundles and clip pack carried:
+#   ORTGPU=/root/ortgpu bash benchmarks/gpu_check.sh --bundle small=FP32_DIR,FP16_DIR --clips PACK.npz --preset base=1,16,64
+# Anywhere else, the dry run of every row on the CPU:
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --device cpu --bundle small=FP32_DIR,FP16_DIR --streams 1,4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/mirasol-gpu-check-out}
 mkdir -p "$OUT"
-# The project is not installed there: install it (no downloads) so mirasol_edge.runtime/.export map to
-# runtime/ and export/; if pip cannot, gpu_check.py maps them itself.
-if ! "$PYTHON" -c "import mirasol_edge.runtime, mirasol_edge.export" 2>/dev/null; then
-    "$PYTHON" -m pip install -q --no-deps --no-index --no-build-isolation -e . >"$OUT/pip_install.log" 2>&1 \
-        || echo "pip install -e . failed (see $OUT/pip_install.log); mapping the packages by hand"
+if [ -n "${ORTGPU:-}" ]; then  # join the parts, install beside the image's CPU onnxruntime, which it shadows
+    (cd "$ORTGPU" && cat part.0* > "$(cat NAME)" && "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site "$(cat NAME)") \
+        >"$OUT/ort_install.log" 2>&1
+    export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/nvidia_smi.txt" 2>&1 || true
-"$PYTHON" benchmarks/gpu_check.py --out "$OUT" "$@"
+nvidia-smi >"$OUT/nvidia_smi.txt" 2>&1 || true
+PYTHONUNBUFFERED=1 "$PYTHON" benchmarks/gpu_check.py --out "$OUT" "$@"
