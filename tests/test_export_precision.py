@@ -107,6 +107,7 @@ def test_a_value_the_fp16_conversion_defines_twice_is_kept_once(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     from mirasol_edge.export.precision import _drop_duplicate_definitions
+    from mirasol_edge.runtime.session import session_options  # the process's shared pool, if a test made one
 
     w = numpy_helper.from_array(np.arange(1, 5, dtype=np.float16), "w")
     w32 = numpy_helper.from_array(np.arange(1, 5, dtype=np.float32), "w32")
@@ -123,6 +124,6 @@ def test_a_value_the_fp16_conversion_defines_twice_is_kept_once(tmp_path):
     assert [n.name for n in model.graph.node] == ["cast0", "add", "mul", "div"]
     assert [t.name for t in model.graph.initializer] == ["w", "w32", "v_cast_to_fp32"]
     onnx.checker.check_model(model)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
     x = np.ones(4, np.float32)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x + np.arange(1, 5))
