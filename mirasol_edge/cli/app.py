@@ -81,17 +81,23 @@ def user_errors(fn: Callable, command: str) -> Callable:
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     """SIGTERM (a service manager, `kill`, a CI timeout) unwinds like Ctrl-C, so cleanups run:
-    by default it ends the process where it stands, leaving half-written output behind."""
+    by default it ends the process where it stands, leaving half-written output behind.
+
+    Yields a list that holds the signal once one came: a KeyboardInterrupt raised while Python runs a
+    finaliser (__del__, a weakref callback) is printed and dropped, so the body can finish anyway, and
+    the caller must then undo what it wrote and stop."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield received
         return
 
     def interrupt(signum, frame):
+        received.append(signum)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -37,9 +38,12 @@ def export(
     start = time.perf_counter()
     model, _ = load_checkpoint(checkpoint)
     typer.echo(f"exporting {checkpoint} to {out_dir} ({precision}{'' if validate else ', not validated'})")
-    with sigterm_as_interrupt():  # the partial bundle is removed on SIGTERM as on Ctrl-C
+    with sigterm_as_interrupt() as stopped:  # the partial bundle is removed on SIGTERM as on Ctrl-C
         export_bundle(model, out_dir, precision=precision, opset=opset, validate=validate, force=force,
                       progress=typer.echo, external_data=external_data or None)
+    if stopped:  # the interrupt fell in a finaliser and the export went on: stop as asked, without its output
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     typer.echo(f"wrote {out_dir} in {seconds:.1f} s")
     if json_out is not None:
