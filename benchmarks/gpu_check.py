@@ -38,7 +38,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNKS, WARMUP, TOKENS, STEPS = 24, 3, 32, 4
-QUESTION = "what colour is the first shape?"
 
 
 def import_package():
@@ -183,8 +182,8 @@ def node_placement(runtime) -> dict:
 
 def ort_case(bundle: Path, provider: str, io_binding: bool, work: Path, log) -> dict:
     """One stream: latency per chunk and per token, the answer, the cross cache, node placement."""
+    from mirasol_edge.benchmarks.bench import QUESTION, _timed_generate
     from mirasol_edge.runtime import tokenizer
-    from mirasol_edge.runtime.generation import GenerationOptions, generate
     from mirasol_edge.runtime.session import Runtime
 
     start = time.perf_counter()
@@ -203,13 +202,7 @@ def ort_case(bundle: Path, provider: str, io_binding: bool, work: Path, log) -> 
         stream.push(frames, waveform)
         if i >= WARMUP:
             times.append(time.perf_counter() - t)
-    prompt = tokenizer.prompt_tokens(QUESTION, runtime.bundle.max_text_len)
-    steps = generate(runtime.engine, [stream.state], [prompt], [GenerationOptions(max_new_tokens=TOKENS)],
-                     runtime.bundle.max_text_len, stop_at_eos=False)
-    step_times, t = [], time.perf_counter()
-    for _ in steps:
-        step_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
+    prefill_s, token_times = _timed_generate(runtime, [stream], TOKENS)
     batch = stream.state.batch
     devices = sorted({"numpy" if isinstance(v, np.ndarray) else v.device_name().lower() for v in [*batch.temporal.values(), *batch.cross.values()]})
     answer = stream.ask(QUESTION, max_new_tokens=16)
@@ -219,7 +212,7 @@ def ort_case(bundle: Path, provider: str, io_binding: bool, work: Path, log) -> 
         "provider_options": next(iter(runtime.sessions.values())).get_provider_options(),
         "placement": placement, "cache_devices": devices,
         "chunk_ms_p50": 1e3 * float(np.median(times)), "chunk_ms_p90": 1e3 * float(np.percentile(times, 90)),
-        "prefill_ms": 1e3 * step_times[0], "token_ms_p50": 1e3 * float(np.median(step_times[1:])),
+        "prefill_ms": 1e3 * prefill_s, "token_ms_p50": 1e3 * float(np.median(token_times)),
         "answer_ids": tokenizer.tokenize(answer), "answer": answer,
         "cross": [a for n, a in sorted(stream.arrays().items()) if n.startswith("cross_")],
     }
@@ -234,28 +227,9 @@ class GraphTimer:
         self.times: dict[str, list[float]] = {name: [] for name in self.sessions}
 
     def __enter__(self):
-        timer = self
+        from mirasol_edge.benchmarks.bench import _TimedSession
 
-        class Timed:
-            def __init__(self, name, session):
-                self.name, self.session = name, session
-
-            def __getattr__(self, attr):
-                return getattr(self.session, attr)
-
-            def run_with_iobinding(self, *args, **kwargs):
-                t = time.perf_counter()
-                out = self.session.run_with_iobinding(*args, **kwargs)
-                timer.times[self.name].append(time.perf_counter() - t)
-                return out
-
-            def run(self, *args, **kwargs):
-                t = time.perf_counter()
-                out = self.session.run(*args, **kwargs)
-                timer.times[self.name].append(time.perf_counter() - t)
-                return out
-
-        self.engine.sessions = {name: Timed(name, s) for name, s in self.sessions.items()}
+        self.engine.sessions = {name: _TimedSession(s, self.times[name]) for name, s in self.sessions.items()}
         return self
 
     def __exit__(self, *exc):
@@ -267,12 +241,10 @@ class GraphTimer:
 
 def ort_batched(runtime, ns: list[int], clock: Clock, log, label: str) -> list[dict]:
     """N streams stepped together, and N questions decoded together, for each N (stops at the first failure)."""
-    from mirasol_edge.runtime import tokenizer
-    from mirasol_edge.runtime.generation import GenerationOptions, generate
+    from mirasol_edge.benchmarks.bench import _timed_generate
 
     rows = []
     chunks = chunks_for(runtime.chunk, 4, seed=1)
-    prompt = tokenizer.prompt_tokens(QUESTION, runtime.bundle.max_text_len)
     for n in ns:
         if clock.left() < 60:
             log(f"  {label} N={n}: skipped, out of time")
@@ -289,15 +261,11 @@ def ort_batched(runtime, ns: list[int], clock: Clock, log, label: str) -> list[d
                     runtime.push_streams(streams, [chunks[(k + step) % 4] for k in range(n)])
                     step_times.append(time.perf_counter() - t)
             graphs = timer.per_step_ms(STEPS)
-            token_times, t = [], time.perf_counter()
-            for _ in generate(runtime.engine, [s.state for s in streams], [prompt] * n,
-                              [GenerationOptions(max_new_tokens=8)] * n, runtime.bundle.max_text_len, stop_at_eos=False):
-                token_times.append(time.perf_counter() - t)
-                t = time.perf_counter()
+            prefill_s, token_times = _timed_generate(runtime, streams, 8)
             step = float(np.median(step_times))
             row = {"engine": label, "streams": n, "first_step_ms": first_s * 1e3, "step_ms": step * 1e3,
                    "realtime_streams": n * runtime.chunk.chunk_seconds / step,
-                   "prefill_ms": token_times[0] * 1e3, "token_step_ms": float(np.median(token_times[1:])) * 1e3,
+                   "prefill_ms": prefill_s * 1e3, "token_step_ms": float(np.median(token_times)) * 1e3,
                    "state_mb": n * runtime.state_bytes() / 1e6,
                    "stages_ms": {**graphs, "host": float(np.mean(step_times)) * 1e3 - sum(graphs.values())}}
             log(f"  {json.dumps(row)}")
@@ -317,6 +285,7 @@ def torch_case(cfg, device: str, ns: list[int], clock: Clock, log) -> tuple[dict
     """PyTorch eager on `device`: the model of config `cfg` (random weights), one stream, then N streams."""
     import torch
 
+    from mirasol_edge.benchmarks.bench import QUESTION
     from mirasol_edge.model import MirasolModel
     from mirasol_edge.runtime import tokenizer
 
