@@ -95,8 +95,12 @@ def test_padding_chunks_leave_the_summary_as_it_was(model):
 
 
 def test_a_question_attends_to_the_last_window_of_real_chunks(model):
+    m = model.cfg.combiner.latents
     mask = torch.tensor([[True] * 6 + [False] * 2, [True] * 2 + [False] * 6])
-    assert model.window_mask(mask).tolist() == [[False] * 3 + [True] * 3 + [False] * 2, [True] * 2 + [False] * 6]
+    chunk_of_feature = torch.arange(8.0).repeat_interleave(m)[None, :, None].expand(2, 8 * m, model.cfg.d_model)  # (2, K*m, D)
+    window, window_mask = model.window(chunk_of_feature, mask)
+    assert window[:, ::m, 0].tolist() == [[3.0, 4.0, 5.0], [0.0, 1.0, 2.0]]  # WINDOW = 3 chunks
+    assert window_mask[:, ::m].tolist() == [[True] * 3, [True, True, False]]
 
 
 def test_window_only_configs_stay_as_they_were():

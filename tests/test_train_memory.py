@@ -36,6 +36,29 @@ def test_training_moves_only_the_summary_and_the_context_decoder(tmp_path):
     assert trained.cfg.summary_tokens == 4 and json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] >= 1
 
 
+@pytest.mark.parametrize("summary_tokens", [0, 4])
+def test_the_answer_loss_attends_once_per_clip_as_a_copy_per_question_would(summary_tokens):
+    """Questions grouped per clip (padded to the most questions) score exactly what one row per question scores."""
+    import torch.nn.functional as F
+
+    from mirasol_edge.batching import IGNORE, text_batch
+    from mirasol_edge.train.loss import answer_loss_sum, question_context
+
+    model = tiny_model(temporal_window=2, summary_tokens=summary_tokens)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    features = torch.randn(3, 5 * m, d)  # (C, K*m, D): 5, 3 and 4 real chunks
+    chunk_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]])
+    qa = [[("how many beeps?", "3")], [("what colour is the first shape?", "red"), ("is the tone high or low?", "low")],
+          [("how many shapes?", "2"), ("what shape?", "circle"), ("what came first?", "the beeps")]]
+    batch = {"chunk_mask": chunk_mask, **text_batch(qa, model.cfg.max_text_len)}
+    clip = batch["question_clip"]
+    cross, cross_mask = question_context(model, features, chunk_mask)
+    copied = [(k[clip], v[clip]) for k, v in cross]  # (B, h, n, hd): one copy per question
+    logits = model.context_decoder(batch["tokens"], copied, cross_mask=cross_mask[clip][:, None, None, :])
+    per_question = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+    torch.testing.assert_close(answer_loss_sum(model, features, batch), per_question)
+
+
 def test_a_checkpoint_that_has_a_summary_is_refused(tmp_path):
     save_checkpoint(tmp_path / "memory.pt", tiny_model(summary_tokens=2))
     result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "memory.pt"), "--out", str(tmp_path / "run")])

@@ -130,15 +130,18 @@ class ContextDecoder(nn.Module):
     def _logits(self, x: Tensor) -> Tensor:
         return self.norm(x) @ self.embed.weight.T  # output projection tied to the embedding
 
-    def forward(self, tokens: Tensor, cross: list[KV], cross_mask: Tensor | None = None) -> Tensor:
-        """Whole sequences: tokens (B, T) from position 0; cross: per layer (B, h, N, hd); cross_mask
-        (B, 1, 1, N) True where a feature may be attended (padding). Returns logits (B, T, vocab)."""
+    def forward(self, tokens: Tensor, cross: list[KV], cross_mask: Tensor | None = None, questions_per_clip: int = 1) -> Tensor:
+        """Whole sequences: tokens (B, T) from position 0; cross: per layer (C, h, N, hd) of C clips,
+        B = C * questions_per_clip, rows [c*Q, (c+1)*Q) asking about clip c (its keys and values are
+        attended once, not copied per question); cross_mask (C, 1, 1, N) True where a feature may be
+        attended (padding). Returns logits (B, T, vocab)."""
         t = tokens.shape[1]
+        assert tokens.shape[0] == cross[0][0].shape[0] * questions_per_clip, "B = C * questions_per_clip"
         x = self.embed(tokens) + self.position[:t]
         index = torch.arange(t, device=tokens.device)
         mask = index[None, :] <= index[:, None]  # (T, T) causal
         for block, kv in zip(self.blocks, cross):
-            x, _ = block(x, mask=mask, cross=kv, cross_mask=cross_mask)
+            x, _ = block(x, mask=mask, cross=kv, cross_mask=cross_mask, cross_group=questions_per_clip)
         return self._logits(x)
 
     def step(self, tokens: Tensor, position: Tensor, past: list[KV], cross: list[KV], chunks: Tensor,

@@ -100,13 +100,19 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio)
 
     def forward(self, x: Tensor, mask=None, rope=None, past=None, cross=None, cross_mask=None, write=None,
-                attend_cache: bool = False):
-        """x (B, T, D); past/cross: (key, value) each (B, h, N, hd); write (B, T): where x goes in past
-        (see MultiHeadAttention.forward_self). Returns (x, present)."""
+                attend_cache: bool = False, cross_group: int = 1):
+        """x (B, T, D); past: (key, value) each (B, h, N, hd); write (B, T): where x goes in past
+        (see MultiHeadAttention.forward_self); cross: (key, value) each (B / G, h, N, hd), G = cross_group
+        consecutive rows of x sharing one row of it. Returns (x, present)."""
         y, present = self.attn.forward_self(self.attn_norm(x), past, mask, rope, write, attend_cache)
         x = x + y
         if self.cross_attn is not None:
-            x = x + self.cross_attn.attend(self.cross_norm(x), *cross, mask=cross_mask)
+            y = self.cross_norm(x)
+            if cross_group > 1:  # queries attend independently: G rows' queries in one row, (B, T, D) -> (B / G, G*T, D)
+                b, t, d = y.shape
+                x = x + self.cross_attn.attend(y.reshape(b // cross_group, cross_group * t, d), *cross, mask=cross_mask).reshape(b, t, d)
+            else:
+                x = x + self.cross_attn.attend(y, *cross, mask=cross_mask)
         return x + self.mlp(self.mlp_norm(x)), present
 
 

@@ -93,18 +93,23 @@ class MirasolModel(nn.Module):
         """A summary state (B, S, D + 1) as the context decoder attends to it: per layer (B, h, S, hd)."""
         return self.context_decoder.cross_keys_values(self.summary.summary_tokens(summary))
 
-    def window_mask(self, chunk_mask: Tensor) -> Tensor:
-        """chunk_mask (B, K) -> (B, K): the chunks a question attends to in the cross-attention. With a
-        summary, the last temporal_window real chunks of each clip, as in a stream (the summary holds the
-        rest); without one, all of them (a whole clip's question sees every chunk)."""
-        if self.summary is None:
-            return chunk_mask
-        after = chunk_mask.flip(1).long().cumsum(1).flip(1)  # (B, K): real chunks from k to the end
-        return chunk_mask & (after <= self.cfg.temporal_window)
+    def window(self, features: Tensor, chunk_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Whole clips with a summary: features (B, K*m, D), chunk_mask (B, K) with padding after the real
+        chunks -> the features of each clip's last W = min(temporal_window, K) real chunks (B, W*m, D), what
+        a question cross-attends to in a stream (the summary holds the rest), and their mask (B, W*m).
+        Gathered rather than masked: on clips of minutes the rest would cost many times the window."""
+        b, k = chunk_mask.shape
+        m, w = self.cfg.combiner.latents, min(self.cfg.temporal_window, k)
+        assert bool((chunk_mask[:, 1:] <= chunk_mask[:, :-1]).all()), "padding chunks come after a clip's real ones"
+        lengths = chunk_mask.sum(dim=1)  # (B,)
+        chunk = (lengths - w).clamp(min=0)[:, None] + torch.arange(w, device=features.device)  # (B, W) chunks gathered
+        grouped = features.view(b, k, m, -1)  # (B, K*m, D) -> (B, K, m, D)
+        window = grouped.gather(1, chunk[..., None, None].expand(b, w, m, grouped.shape[-1])).flatten(1, 2)  # (B, W*m, D)
+        return window, (chunk < lengths[:, None]).repeat_interleave(m, dim=1)  # (B, W) -> (B, W*m)
 
     def clip_context(self, features: Tensor) -> tuple[list[KV], list[KV] | None]:
         """Whole clip: features (B, K*m, D) -> what a question cross-attends to, per layer: the keys and
-        values (B, h, n, hd) of the chunks in the window (window_mask), and the summary's (B, h, S, hd),
+        values (B, h, n, hd) of the chunks in the window (`window`), and the summary's (B, h, S, hd),
         or None without one. `generate(cross, prompt, summary=...)` takes them."""
         if self.summary is None:
             return self.context_decoder.cross_keys_values(features), None

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from mirasol_edge.batching import IGNORE
 from mirasol_edge.model import MirasolModel
+from mirasol_edge.runtime import tokenizer
 
 
 def loss_counts(batch: dict[str, Tensor]) -> Tensor:
@@ -22,26 +23,35 @@ def loss_counts(batch: dict[str, Tensor]) -> Tensor:
 
 def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) -> tuple[list, Tensor]:
     """Features (C, K*m, D) of C clips with chunk_mask (C, K) -> what their questions cross-attend to:
-    per layer keys, values (C, h, n, hd), and the mask (C, n) of what is there. n = K*m, or S + K*m
-    with a summary memory (the summary first, then the chunks in the window, as a stream has them)."""
+    per layer keys, values (C, h, n, hd), and the mask (C, n) of what is there. n = K*m, or S + W*m
+    with a summary memory (the summary first, then the last W = min(temporal_window, K) real chunks
+    of each clip, as a stream has them)."""
     m = model.cfg.combiner.latents
-    cross = model.context_decoder.cross_keys_values(features)  # (C, h, K*m, hd)
-    mask = model.window_mask(chunk_mask).repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
     if model.summary is None:
-        return cross, mask
+        return model.context_decoder.cross_keys_values(features), chunk_mask.repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
     summary = model.summary_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
+    window, window_mask = model.window(features, chunk_mask)  # (C, W*m, D), (C, W*m)
+    cross = model.context_decoder.cross_keys_values(window)  # (C, h, W*m, hd)
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
-    return cross, torch.cat([mask.new_ones(mask.shape[0], model.cfg.summary_tokens), mask], dim=1)
+    return cross, torch.cat([window_mask.new_ones(window_mask.shape[0], model.cfg.summary_tokens), window_mask], dim=1)
 
 
 def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
     """The summed cross-entropy of the answer tokens: features (C, K*m, D) of C clips, batch with
-    chunk_mask (C, K), tokens / labels (B, T) and question_clip (B,) (batching.text_batch)."""
-    clip = batch["question_clip"]
+    chunk_mask (C, K), tokens / labels (B, T) and question_clip (B,) in clip order (batching.text_batch)."""
+    clip, tokens, labels = batch["question_clip"], batch["tokens"], batch["labels"]
+    assert bool((clip[1:] >= clip[:-1]).all()), "questions come in clip order"
     cross, cross_mask = question_context(model, features, batch["chunk_mask"])
-    cross = [(key[clip], value[clip]) for key, value in cross]  # (B, h, n, hd)
-    logits = model.context_decoder(batch["tokens"], cross, cross_mask=cross_mask[clip][:, None, None, :])  # (B, 1, 1, n)
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+    # Each clip's questions in Q rows, the last ones padding that score nothing: (B, T) -> (C*Q, T), so the
+    # decoder attends to a clip's keys and values once for all its questions instead of a copy per question.
+    c, b = features.shape[0], clip.shape[0]
+    per_clip = torch.bincount(clip, minlength=c)  # (C,)
+    q = int(per_clip.max())
+    row = clip * q + torch.arange(b, device=clip.device) - (per_clip.cumsum(0) - per_clip)[clip]  # (B,) its row of C*Q
+    grouped_tokens = tokens.new_full((c * q, tokens.shape[1]), tokenizer.PAD).index_copy(0, row, tokens)
+    grouped_labels = labels.new_full((c * q, labels.shape[1]), IGNORE).index_copy(0, row, labels)
+    logits = model.context_decoder(grouped_tokens, cross, cross_mask=cross_mask[:, None, None, :], questions_per_clip=q)
+    return F.cross_entropy(logits.flatten(0, 1).float(), grouped_labels.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
 def clip_batch_loss(model: MirasolModel, batch: dict[str, Tensor], counts: Tensor | None = None) -> dict[str, Tensor]:
