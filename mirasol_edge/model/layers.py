@@ -111,7 +111,7 @@ class Block(nn.Module):
             if cross_group > 1:  # queries attend independently: G rows' queries in one row, (B, T, D) -> (B / G, G*T, D)
                 b, t, d = y.shape
                 x = x + self.cross_attn.attend(y.reshape(b // cross_group, cross_group * t, d), *cross, mask=cross_mask).reshape(b, t, d)
-            else:
+            else:  # no reshape: the exported graphs (always G = 1) stay as they were
                 x = x + self.cross_attn.attend(y, *cross, mask=cross_mask)
         return x + self.mlp(self.mlp_norm(x)), present
 
