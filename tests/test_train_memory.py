@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -10,7 +11,8 @@ from conftest import tiny_model
 from mirasol_edge.checkpoint import load_checkpoint, save_checkpoint
 from mirasol_edge.cli import app
 from mirasol_edge.data.dataset import SyntheticDataset
-from mirasol_edge.train.memory import cache_features, memory_loss, train_memory, with_summary
+from mirasol_edge.train.memory import (POOLING_TARGETS, CachedClip, cache_features, memory_losses, pooling_loss, pooling_targets,
+                                       train_memory, with_summary)
 
 
 def test_with_summary_keeps_every_trained_weight():
@@ -27,11 +29,11 @@ def test_training_moves_only_the_summary_and_the_context_decoder(tmp_path):
                            "caching", workers=0)
     assert {len(c.features) for c in clips} <= {4 * model.cfg.combiner.latents, 5 * model.cfg.combiner.latents}
     before = {n: p.clone() for n, p in model.named_parameters()}
-    loss_before = memory_loss(model, clips).item()
-    path = train_memory(model, clips, tmp_path / "run", minutes=0.05, batch_size=2, lr=3e-3, say=lambda _: None)
+    loss_before = memory_losses(model, clips, pooling_weight=1.0)["loss"].item()
+    path = train_memory(model, clips, tmp_path / "run", minutes=0.05, batch_size=2, lr=3e-3, say=lambda _: None, pooling_weight=1.0)
     moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {"summary", "context_decoder"}
-    assert memory_loss(model, clips).item() < loss_before
+    assert memory_losses(model, clips, pooling_weight=1.0)["loss"].item() < loss_before
     trained, _ = load_checkpoint(path)
     assert trained.cfg.summary_tokens == 4 and json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] >= 1
 
@@ -70,3 +72,47 @@ def test_bad_long_clip_lengths_are_one_sentence(tmp_path, seconds):
     save_checkpoint(tmp_path / "w.pt", tiny_model())
     result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--long-seconds", seconds])
     assert result.exit_code == 2 and "--long-seconds must be" in result.output
+
+
+def test_pooling_targets_are_the_chunks_of_each_sound_and_the_first_chunk():
+    # per second: colour, shape, motion, sound (0 silence, 1-2 tone, 3-6 beeps, 7 noise)
+    events = np.array([[0, 1, 2, 4], [0, 1, 2, 0], [3, 0, 0, 2], [3, 0, 0, 7], [1, 2, 3, 0]])
+    targets = pooling_targets(events).numpy()
+    assert POOLING_TARGETS == ("tone", "beeps", "noise", "first chunk")
+    assert targets.tolist() == [[0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
+
+
+def test_the_pooling_loss_teaches_each_supervised_token_to_pool_its_chunks():
+    torch.manual_seed(0)
+    model = tiny_model(summary_tokens=len(POOLING_TARGETS) + 1)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    features = torch.randn(2, 6 * m, d)  # (C, K*m, D); the second clip has 4 real chunks
+    chunk_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    targets = torch.zeros(2, len(POOLING_TARGETS), 6, dtype=torch.bool)  # (C, E, K)
+    for e in range(len(POOLING_TARGETS)):
+        targets[0, e, e], targets[1, e, (e + 1) % 4] = True, True
+    targets[1, 0] = False  # a sound that no second is labelled with: that token is not supervised there
+    present = targets.any(-1)  # (C, E)
+    chunk = torch.arange(6 * m) // m
+
+    def mass() -> torch.Tensor:  # (C, E): each supervised token's pooling weight on its chunks
+        weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1)).exp()
+        return (weights[:, : len(POOLING_TARGETS)] * targets.repeat_interleave(m, dim=2)).sum(-1)
+
+    with torch.no_grad():
+        assert torch.allclose(pooling_loss(model, features, chunk_mask, targets), -mass()[present].log().mean())
+        assert float(mass().max()) < 0.5
+    optimizer = torch.optim.Adam(model.summary.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        pooling_loss(model, features, chunk_mask, targets).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(mass()[present].min()) > 0.9
+
+
+def test_pooling_supervision_without_event_labels_is_refused(tmp_path):
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    clip = CachedClip(torch.randn(4 * model.cfg.combiner.latents, model.cfg.d_model), [("how many beeps?", "2")])
+    with pytest.raises(ValueError, match="event labels"):
+        train_memory(model, [clip], tmp_path / "run", minutes=0.01, say=lambda _: None, pooling_weight=1.0)

@@ -133,6 +133,9 @@ def train_memory(
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step (every question of each)."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up, cosine over the time budget)."),
     data_seed: int = typer.Option(11, "--data-seed", help="Seed of the training clips (held-out sets use others)."),
+    pooling_weight: float = typer.Option(
+        1.0, "--pooling-weight", help="Weight of the loss that shows the first summary tokens where the tone, the beeps, the "
+        "noise, the first shape and each new shape are (the generator's labels); 0: the answers alone."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
@@ -148,6 +151,8 @@ def train_memory(
         raise ValueError(f"--long-seconds must be two whole numbers, shortest and longest, from 4 s up, e.g. 80,200; got {long_seconds!r}.")
     if not 1 <= summary_tokens <= 4096 or long_clips < 0 or short_clips < 0 or long_clips + short_clips < 1 or minutes <= 0:
         raise ValueError("--summary-tokens must be 1..4096, the clip counts >= 0 with at least one clip, and --minutes > 0.")
+    if not 0 <= pooling_weight < float("inf"):
+        raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
@@ -162,7 +167,7 @@ def train_memory(
     if short_clips:
         short_set = SyntheticDataset(spec, short_clips, data_seed + 1, None, off_grid=off_grid_fraction)
         clips += cache_features(model, short_set, "caching short clips", workers)
-    path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo)
+    path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight)
     typer.echo(f"wrote {path}")
     if json_out is not None:
         lines = (out / "log.jsonl").read_text().splitlines()

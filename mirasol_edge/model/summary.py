@@ -77,12 +77,21 @@ class SummaryMemory(nn.Module):
     def pool(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
         """Whole clip: features (B, n, D) of chunks `chunk` (n,), mask (B, n) False for padding -> the state
         (B, S, D + 1) a stream has after them (the same null chunk included)."""
+        log_weights, log_norm, values = self._log_weights(features, chunk, mask)
+        output = torch.exp(log_weights) @ values  # (B, S, n) @ (B, n, D)
+        return torch.cat([output, log_norm[..., None]], dim=-1)
+
+    def log_weights(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Whole clip, as `pool`: the log of each feature's weight in each token's average (B, S, n), the null
+        chunk in the denominator (-inf for padding). Training supervises a few tokens' weights with it."""
+        return self._log_weights(features, chunk, mask)[0]
+
+    def _log_weights(self, features: Tensor, chunk: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         scores, values = self._scores_values(features, chunk.expand(features.shape[:2]))
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         log_norm = _logaddexp(scores.new_zeros(scores.shape[:2]), scores.logsumexp(dim=-1))  # (B, S): + the null chunk
-        output = torch.exp(scores - log_norm[..., None]) @ values  # (B, S, n) @ (B, n, D)
-        return torch.cat([output, log_norm[..., None]], dim=-1)
+        return scores - log_norm[..., None], log_norm, values
 
     def summary_tokens(self, state: Tensor) -> Tensor:
         """state (B, S, D + 1) -> the S tokens (B, S, D) the context decoder attends to."""

@@ -7,6 +7,12 @@ the window, so the summary must carry what the cross cache lost) mixed with shor
 clips keep their accuracy). Rendering and encoding a 200 s clip costs about a second once; each
 step afterwards runs only the summary's pooling over every chunk (one attention per clip) and the
 context decoder, so minutes of media fit in a step on 2 cores.
+
+The answers alone teach the pooling slowly: after 400 steps the tone's pitch and the beep count
+before the window were still at chance (RESULTS.md). So the first few summary tokens are also told
+where to look (`POOLING_TARGETS`): a second loss raises token e's weight on the chunks that hold
+its event, read from the generator's per-second labels, the same the event head trains on. The
+other tokens learn from the answers alone; inference is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mirasol_edge.batching import IGNORE, text_batch
 from mirasol_edge.checkpoint import save_checkpoint
+from mirasol_edge.data.synth import SOUND_CLASS_KINDS
 from mirasol_edge.model import MirasolModel
 from mirasol_edge.progress import CountProgress
 from mirasol_edge.train.loss import answer_loss_sum
@@ -31,10 +38,25 @@ from mirasol_edge.train.config import TrainConfig
 from mirasol_edge.train.schedule import learning_rate
 
 
+# What summary token e is taught to pool, in token order (pooling_targets): where each sound played, and the
+# first chunk (the first shape). A fifth token on every chunk where a new shape appears did not help counting
+# (RESULTS.md), so it was not kept.
+POOLING_TARGETS = ("tone", "beeps", "noise", "first chunk")
+
+
 @dataclass
 class CachedClip:
     features: Tensor  # (K*m, D) float32: the frozen stack's temporal features
     qa: list[tuple[str, str]]  # every (question, answer) of the clip
+    targets: Tensor | None = None  # (len(POOLING_TARGETS), K) bool, pooling_targets; None without event labels
+
+
+def pooling_targets(events: np.ndarray) -> Tensor:
+    """Per-chunk event classes (K, A) (scene.second_events: colour, shape, motion, sound; one chunk per
+    second) -> (len(POOLING_TARGETS), K) bool: the chunks each supervised summary token should pool."""
+    sound = np.asarray(SOUND_CLASS_KINDS)[events[:, 3]]  # (K,) which sound each chunk holds
+    first = np.arange(len(events)) == 0
+    return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first]))
 
 
 def with_summary(model: MirasolModel, summary_tokens: int) -> MirasolModel:
@@ -57,7 +79,8 @@ def cache_features(model: MirasolModel, clips: Dataset, label: str, workers: int
             first = examples[0]
             waveform, frames = torch.from_numpy(first.waveform)[None], torch.from_numpy(first.frames)[None]
             _, features = model.encode(waveform, frames)  # (1, K*m, D)
-            out.append(CachedClip(features[0].clone(), [(e.question, e.answer) for e in examples]))
+            targets = None if first.events is None else pooling_targets(first.events)
+            out.append(CachedClip(features[0].clone(), [(e.question, e.answer) for e in examples], targets))
             progress(i + 1, len(clips))
     return out
 
@@ -70,8 +93,9 @@ def batches(clips: list[CachedClip], batch_size: int, rng: np.random.Generator) 
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
-def memory_loss(model: MirasolModel, clips: list[CachedClip]) -> Tensor:
-    """The mean answer cross-entropy of every question of `clips`, from their cached features."""
+def memory_losses(model: MirasolModel, clips: list[CachedClip], pooling_weight: float = 0.0) -> dict[str, Tensor]:
+    """{"loss", "answer_loss", "pooling_loss"} of `clips` from their cached features: the mean answer
+    cross-entropy of every question, plus pooling_weight x `pooling_loss` (0 when the weight is 0)."""
     m = model.cfg.combiner.latents
     longest = max(len(c.features) for c in clips)
     features = clips[0].features.new_zeros(len(clips), longest, clips[0].features.shape[-1])  # (C, K*m, D)
@@ -80,14 +104,40 @@ def memory_loss(model: MirasolModel, clips: list[CachedClip]) -> Tensor:
         features[i, : len(c.features)] = c.features
         chunk_mask[i, : len(c.features) // m] = True
     batch = {"chunk_mask": chunk_mask, **text_batch([c.qa for c in clips], model.cfg.max_text_len)}
-    return answer_loss_sum(model, features, batch) / (batch["labels"] != IGNORE).sum().clamp(min=1)
+    answer = answer_loss_sum(model, features, batch) / (batch["labels"] != IGNORE).sum().clamp(min=1)
+    pooling = answer.new_zeros(())
+    if pooling_weight:
+        targets = torch.zeros(len(clips), len(POOLING_TARGETS), longest // m, dtype=torch.bool)  # (C, E, K)
+        for i, c in enumerate(clips):
+            assert c.targets is not None, "pooling supervision needs clips cached with their event labels"
+            targets[i, :, : c.targets.shape[1]] = c.targets
+        pooling = pooling_loss(model, features, chunk_mask, targets)
+    return {"loss": answer + pooling_weight * pooling, "answer_loss": answer, "pooling_loss": pooling}
+
+
+def pooling_loss(model: MirasolModel, features: Tensor, chunk_mask: Tensor, targets: Tensor) -> Tensor:
+    """-log(summary token e's pooling weight on the chunks targets[:, e]), averaged over the clips and tokens
+    that have such chunks: features (C, K*m, D), chunk_mask (C, K), targets (C, E, K) bool. Tokens past
+    summary_tokens are not supervised."""
+    m = model.cfg.combiner.latents
+    targets = targets[:, : model.cfg.summary_tokens]  # (C, E, K)
+    chunk = torch.arange(features.shape[1], device=features.device) // m  # (K*m,)
+    log_weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1))  # (C, S, K*m)
+    on_target = targets.repeat_interleave(m, dim=2)  # (C, E, K) -> (C, E, K*m)
+    hit = log_weights[:, : targets.shape[1]].masked_fill(~on_target, float("-inf")).logsumexp(dim=-1)  # (C, E)
+    present = targets.any(dim=-1)  # (C, E)
+    return -hit[present].mean() if bool(present.any()) else hit.new_zeros(())
 
 
 def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minutes: float, batch_size: int = 16,
-                 lr: float = 1e-3, seed: int = 0, say=print) -> Path:
+                 lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0) -> Path:
     """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
-    frozen. Writes out/checkpoint.pt and out/log.jsonl (one line per step); returns the checkpoint's path."""
+    frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). Writes
+    out/checkpoint.pt and out/log.jsonl (one line per step); returns the checkpoint's path."""
     assert model.summary is not None, "the model has no summary memory to train"
+    if pooling_weight and any(c.targets is None for c in clips):
+        raise ValueError("pooling supervision needs per-second event labels (synthetic clips in 1 s chunks); "
+                         "set its weight to 0 for this model.")
     trained = [*model.summary.parameters(), *model.context_decoder.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -107,19 +157,23 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                     break
                 for g in optimizer.param_groups:
                     g["lr"] = learning_rate(schedule, step, elapsed / budget)
-                loss = memory_loss(model, [clips[i] for i in group])
+                losses = memory_losses(model, [clips[i] for i in group], pooling_weight)
+                loss = losses["loss"]
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
                 step += 1
-                log.write(json.dumps({"step": step, "epoch": epoch, "seconds": round(elapsed, 1), "loss": round(loss.item(), 5)}) + "\n")
+                values = {k: round(v.item(), 5) for k, v in losses.items()}
+                log.write(json.dumps({"step": step, "epoch": epoch, "seconds": round(elapsed, 1), **values}) + "\n")
                 if step % 50 == 0:
                     log.flush()
-                    say(f"memory step {step} epoch {epoch} loss {loss.item():.4f} {elapsed / 60:.1f} min")
+                    say(f"memory step {step} epoch {epoch} loss {values['loss']:.4f} (answers {values['answer_loss']:.4f}, "
+                        f"pooling {values['pooling_loss']:.4f}) {elapsed / 60:.1f} min")
             epoch += 1
     model.eval()
     path = out / "checkpoint.pt"
     save_checkpoint(path, model, step=step, memory_training={"minutes": minutes, "clips": len(clips), "batch_size": batch_size,
-                                                             "lr": lr, "seed": seed, "epochs": epoch})
+                                                             "lr": lr, "seed": seed, "epochs": epoch, "pooling_weight": pooling_weight,
+                                                             "pooling_targets": list(POOLING_TARGETS) if pooling_weight else []})
     return path

@@ -27,6 +27,7 @@ from mirasol_edge.data.synth.scene import (
     PITCHES,
     QA,
     SHAPES,
+    SOUND_CLASS_KINDS,
     SOUNDS,
     TEMPLATES,
     TONE_HZ,
@@ -43,6 +44,6 @@ from mirasol_edge.data.synth.write import write_clip_mp4, write_dataset
 
 __all__ = [
     "COLOURS", "SHAPES", "MOTIONS", "PITCHES", "SOUNDS", "TONE_HZ", "FAMILIES", "TEMPLATES", "Template",
-    "EVENT_ATTRIBUTES", "EVENT_CLASSES", "QA", "Event", "Scene", "SynthClip", "allowed_durations", "clip_seed",
+    "EVENT_ATTRIBUTES", "EVENT_CLASSES", "SOUND_CLASS_KINDS", "QA", "Event", "Scene", "SynthClip", "allowed_durations", "clip_seed",
     "sample_scene", "second_events", "chance_accuracy", "render_clip", "write_clip_mp4", "write_dataset",
 ]

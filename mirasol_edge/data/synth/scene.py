@@ -351,6 +351,7 @@ def _questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
 EVENT_ATTRIBUTES = ("colour", "shape", "motion", "sound")
 # classes per attribute; sound: 0 silence, 1 low tone, 2 high tone, 3..6 one to four beeps, 7 noise
 EVENT_CLASSES = (len(COLOURS), len(SHAPES), len(MOTIONS), 1 + len(PITCHES) + MAX_BEEPS + 1)
+SOUND_CLASS_KINDS = ("silence", *("tone",) * len(PITCHES), *("beeps",) * MAX_BEEPS, "noise")  # sound class -> which sound
 
 
 class TimedEvents(Protocol):
