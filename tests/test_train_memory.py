@@ -74,26 +74,29 @@ def test_bad_long_clip_lengths_are_one_sentence(tmp_path, seconds):
     assert result.exit_code == 2 and "--long-seconds must be" in result.output
 
 
-def test_pooling_targets_are_the_chunks_of_each_sound_and_the_first_chunk():
-    # per second: colour, shape, motion, sound (0 silence, 1-2 tone, 3-6 beeps, 7 noise)
+def test_pooling_targets_are_the_chunks_of_each_sound_the_first_chunk_and_each_colour():
+    # per second: colour (0 red .. 4 white), shape, motion, sound (0 silence, 1-2 tone, 3-6 beeps, 7 noise)
     events = np.array([[0, 1, 2, 4], [0, 1, 2, 0], [3, 0, 0, 2], [3, 0, 0, 7], [1, 2, 3, 0]])
     targets = pooling_targets(events).numpy()
-    assert POOLING_TARGETS == ("tone", "beeps", "noise", "first chunk")
-    assert targets.tolist() == [[0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
+    assert POOLING_TARGETS == ("tone", "beeps", "noise", "first chunk",
+                               "colour red", "colour green", "colour blue", "colour yellow", "colour white")
+    assert targets.tolist() == [[0, 0, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0],
+                                [1, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
 
 
 def test_the_pooling_loss_teaches_each_supervised_token_to_pool_its_chunks():
     torch.manual_seed(0)
     model = tiny_model(summary_tokens=len(POOLING_TARGETS) + 1)
     m, d = model.cfg.combiner.latents, model.cfg.d_model
-    features = torch.randn(2, 6 * m, d)  # (C, K*m, D); the second clip has 4 real chunks
-    chunk_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
-    targets = torch.zeros(2, len(POOLING_TARGETS), 6, dtype=torch.bool)  # (C, E, K)
+    k = len(POOLING_TARGETS) + 1
+    features = torch.randn(2, k * m, d)  # (C, K*m, D); the second clip has k - 3 real chunks
+    chunk_mask = torch.tensor([[True] * k, [True] * (k - 3) + [False] * 3])
+    targets = torch.zeros(2, len(POOLING_TARGETS), k, dtype=torch.bool)  # (C, E, K)
     for e in range(len(POOLING_TARGETS)):
-        targets[0, e, e], targets[1, e, (e + 1) % 4] = True, True
+        targets[0, e, e], targets[1, e, (e + 1) % (k - 3)] = True, True
     targets[1, 0] = False  # a sound that no second is labelled with: that token is not supervised there
     present = targets.any(-1)  # (C, E)
-    chunk = torch.arange(6 * m) // m
+    chunk = torch.arange(k * m) // m
 
     def mass() -> torch.Tensor:  # (C, E): each supervised token's pooling weight on its chunks
         weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1)).exp()
