@@ -134,8 +134,8 @@ def train_memory(
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up, cosine over the time budget)."),
     data_seed: int = typer.Option(11, "--data-seed", help="Seed of the training clips (held-out sets use others)."),
     pooling_weight: float = typer.Option(
-        1.0, "--pooling-weight", help="Weight of the loss that shows the first four summary tokens where the tone, the beeps, "
-        "the noise and the first chunk are (the generator's per-second labels); 0: the answers alone."),
+        1.0, "--pooling-weight", help="Weight of the loss that shows the first nine summary tokens where the tone, the beeps, "
+        "the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
