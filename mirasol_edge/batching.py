@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mirasol_edge.config import ModelConfig
+from mirasol_edge.data.synth import UNLABELLED
 from mirasol_edge.runtime import tokenizer
 
 IGNORE = -100  # label of what is not scored: question tokens, padding, unknown events
@@ -53,7 +54,7 @@ def collate_clips(clips: list[ClipExamples], cfg: ModelConfig) -> dict[str, torc
         events = np.full((c, k, len(cfg.event_classes)), IGNORE, np.int64)
         for i, clip in enumerate(clips):
             if clip[0].events is not None:
-                events[i, : len(clip[0].events)] = clip[0].events
+                events[i, : len(clip[0].events)] = np.where(clip[0].events == UNLABELLED, IGNORE, clip[0].events)
         batch["chunk_events"] = torch.from_numpy(events)
     return batch
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mirasol_edge.data.synth import COLOURS, render_clip, sample_scene, second_events, write_dataset
+from mirasol_edge.data.synth import COLOURS, SOUND_CLASS_KINDS, UNLABELLED, render_clip, sample_scene, second_events, write_dataset
 from mirasol_edge.data.synth.scene import OFF_GRID_MARGIN, OFF_GRID_OBJECT_MIN, OFF_GRID_SOUND_GAP
 from mirasol_edge.runtime.chunking import ChunkSpec
 
@@ -84,6 +84,22 @@ def test_off_grid_events_are_off_the_grid_and_answers_unique(spec):
         late_start += s.objects[0].start > 0
     assert off_second >= 50 and straddles >= 10 and late_start >= 10, (off_second, straddles, late_start)
     assert sample_scene(1, spec, off_grid=True).events == sample_scene(1, spec, off_grid=True).events
+
+
+def test_off_grid_beeps_are_labelled_where_their_count_is_known():
+    split = 0
+    for seed in range(200):
+        s = sample_scene(seed, SPEC, off_grid=True)
+        beeps = s.sound("beeps")
+        seconds = sorted({int(np.floor(t + EPS)) for t in beeps.onsets} | {int(np.floor(beeps.end - EPS))})
+        known = int(np.floor(beeps.onsets[-1] + 0.05))  # the second that holds the last beep's middle
+        sound = second_events(s)[:, 3]
+        assert sound[known] == SOUND_CLASS_KINDS.index("beeps") - 1 + beeps.count
+        assert (sound == sound[known]).sum() == 1  # nowhere else
+        for sec in seconds[: seconds.index(known)]:  # earlier seconds: another sound in them, or no label
+            assert sound[sec] == UNLABELLED or SOUND_CLASS_KINDS[sound[sec]] in ("tone", "noise")
+        split += known > seconds[0]
+    assert split >= 40, split
 
 
 def test_off_grid_render_matches_events():

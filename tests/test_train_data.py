@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 from mirasol_edge.batching import IGNORE, collate, collate_clips
 from mirasol_edge.data.dataset import ManifestDataset, SyntheticDataset
-from mirasol_edge.data.synth import clip_seed, render_clip, second_events, write_dataset
+from mirasol_edge.data.synth import UNLABELLED, clip_seed, render_clip, second_events, write_dataset
 from mirasol_edge.train import GlobalBatchSampler, clip_batch_loss
 
 SPEC = tiny_model().cfg.chunk  # 1 s chunks, 4 fps, 32x32
@@ -107,6 +107,20 @@ def test_event_labels_follow_the_events_and_pad_with_ignore():
     k = batch["chunk_mask"].sum(1)
     assert batch["chunk_events"].shape == (4, int(k.max()), 4)
     assert ((batch["chunk_events"] == IGNORE).all(-1) == ~batch["chunk_mask"]).all()  # padding chunks only
+
+
+def test_unlabelled_events_are_not_scored():
+    from mirasol_edge.data.synth import EVENT_CLASSES
+
+    model = tiny_model(event_classes=EVENT_CLASSES, event_loss_weight=1.0)
+    ds = SyntheticDataset(SPEC, 40, seed=0, questions_per_clip=1, durations=[4, 5], group=1, off_grid=1.0)
+    items = [ds[i] for i in range(40)]
+    unlabelled = [i for i, clip in enumerate(items) if (clip[0].events == UNLABELLED).any()]
+    assert unlabelled  # off-grid beeps split over two seconds
+    batch = collate_clips([items[i] for i in unlabelled], model.cfg)
+    for j, i in enumerate(unlabelled):
+        events = items[i][0].events
+        assert (batch["chunk_events"][j, : len(events)].numpy() == np.where(events == UNLABELLED, IGNORE, events)).all()
 
 
 def test_the_event_loss_is_added_with_its_weight():

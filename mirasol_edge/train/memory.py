@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mirasol_edge.batching import IGNORE, text_batch
 from mirasol_edge.checkpoint import save_checkpoint
-from mirasol_edge.data.synth import COLOURS, SOUND_CLASS_KINDS
+from mirasol_edge.data.synth import COLOURS, SOUND_CLASS_KINDS, UNLABELLED
 from mirasol_edge.model import MirasolModel
 from mirasol_edge.progress import CountProgress
 from mirasol_edge.train.loss import answer_loss_sum
@@ -55,7 +55,7 @@ class CachedClip:
 def pooling_targets(events: np.ndarray) -> Tensor:
     """Per-chunk event classes (K, A) (scene.second_events: colour, shape, motion, sound; one chunk per
     second) -> (len(POOLING_TARGETS), K) bool: the chunks each supervised summary token should pool."""
-    sound = np.asarray(SOUND_CLASS_KINDS)[events[:, 3]]  # (K,) which sound each chunk holds
+    sound = np.where(events[:, 3] == UNLABELLED, "", np.asarray(SOUND_CLASS_KINDS)[events[:, 3]])  # (K,) which sound each chunk holds
     first = np.arange(len(events)) == 0
     colours = [events[:, 0] == c for c in range(len(COLOURS))]  # (K,) each: that colour on screen
     return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first, *colours]))

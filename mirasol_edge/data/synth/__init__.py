@@ -31,6 +31,7 @@ from mirasol_edge.data.synth.scene import (
     SOUNDS,
     TEMPLATES,
     TONE_HZ,
+    UNLABELLED,
     Event,
     Scene,
     Template,
@@ -44,6 +45,6 @@ from mirasol_edge.data.synth.write import write_clip_mp4, write_dataset
 
 __all__ = [
     "COLOURS", "SHAPES", "MOTIONS", "PITCHES", "SOUNDS", "TONE_HZ", "FAMILIES", "TEMPLATES", "Template",
-    "EVENT_ATTRIBUTES", "EVENT_CLASSES", "SOUND_CLASS_KINDS", "QA", "Event", "Scene", "SynthClip", "allowed_durations", "clip_seed",
+    "EVENT_ATTRIBUTES", "EVENT_CLASSES", "SOUND_CLASS_KINDS", "UNLABELLED", "QA", "Event", "Scene", "SynthClip", "allowed_durations", "clip_seed",
     "sample_scene", "second_events", "chance_accuracy", "render_clip", "write_clip_mp4", "write_dataset",
 ]

@@ -352,6 +352,7 @@ EVENT_ATTRIBUTES = ("colour", "shape", "motion", "sound")
 # classes per attribute; sound: 0 silence, 1 low tone, 2 high tone, 3..6 one to four beeps, 7 noise
 EVENT_CLASSES = (len(COLOURS), len(SHAPES), len(MOTIONS), 1 + len(PITCHES) + MAX_BEEPS + 1)
 SOUND_CLASS_KINDS = ("silence", *("tone",) * len(PITCHES), *("beeps",) * MAX_BEEPS, "noise")  # sound class -> which sound
+UNLABELLED = -1  # second_events' class where an attribute has no label (not scored in training)
 
 
 class TimedEvents(Protocol):
@@ -370,7 +371,9 @@ def second_events(clip: TimedEvents) -> np.ndarray:
 
     On the grid each event covers whole seconds. Off the grid (float times) each second gets the
     shape that covers most of it (the nearest one if none is on screen) and the sound that
-    covers most of it (silence if none plays in it).
+    covers most of it (silence if none plays in it), except the beeps: their class (their count)
+    goes to the second that holds the last beep's middle, and a second that holds only earlier
+    beeps is UNLABELLED in the sound column.
     """
     if any(not isinstance(e.start, (int, np.integer)) for e in clip.events):
         return _second_events_off_grid(clip)
@@ -387,13 +390,23 @@ def _second_events_off_grid(clip: TimedEvents) -> np.ndarray:
     out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
     objs = [e for e in clip.events if e.kind == "object"]
     sounds = [e for e in clip.events if e.kind != "object"]
+    beeps = next(e for e in sounds if e.kind == "beeps")
+    # the count is known only once the last beep is heard: label the beeps there (the second that
+    # holds its middle), as on the grid where the whole burst is in one second; a causal model
+    # cannot know in an earlier second how many beeps are still to come
+    beeps_known = int(np.floor(beeps.onsets[-1] + OFF_GRID_BEEP / 2))
     for sec in range(clip.duration_seconds):
         cover = lambda e: min(e.end, sec + 1) - max(e.start, sec)  # noqa: E731  (negative: distance)
         o = max(objs, key=cover)
         out[sec, :3] = (_C.index(o.colour), SHAPES.index(o.shape), MOTIONS.index(o.motion))
-        s = max(sounds, key=cover)
-        if cover(s) > 0:
-            out[sec, 3] = _sound_class(s)
+        if sec == beeps_known:
+            out[sec, 3] = _sound_class(beeps)
+            continue
+        others = [e for e in sounds if e is not beeps and cover(e) > 0]
+        if others:
+            out[sec, 3] = _sound_class(max(others, key=cover))
+        elif cover(beeps) > 0:
+            out[sec, 3] = UNLABELLED  # part of the beeps, before their count is known
     return out
 
 
