@@ -7,7 +7,8 @@ are `eval --predictions` files of that set. Each clip's scene is drawn again fro
 generator is deterministic), and every question about one event is scored twice over:
 
 - by window: whether the event starts in the last `--window` seconds of the clip (what the temporal
-  and cross caches hold) or before them (what only the memory past the window can answer);
+  and cross caches hold) or before them (what only the memory past the window can answer); for
+  "which sound came first", where the two sounds named lie;
 - the beep count by how the chunk grid splits the beeps: the number of beeps whose middle lies in
   each chunk they touch, e.g. "2+2" for four beeps cut in half by a chunk boundary.
 """
@@ -37,7 +38,7 @@ def beep_split(beeps, chunk_seconds: float) -> str:
 
 def split(heldout: Path, predictions: Path, window: float) -> dict[str, dict[str, list[int]]]:
     """{"by window": {"template, in|before": [right, asked]}, "beeps by chunk split": {"a+b": [right, asked]}}."""
-    from mirasol_edge.data.synth import sample_scene
+    from mirasol_edge.data.synth import SOUNDS, sample_scene
     from mirasol_edge.runtime.chunking import ChunkSpec
 
     meta = json.loads((heldout / "spec.json").read_text())
@@ -49,15 +50,19 @@ def split(heldout: Path, predictions: Path, window: float) -> dict[str, dict[str
     for line in predictions.read_text().splitlines():
         p = json.loads(line)
         event = EVENT_OF.get(p["template"])
-        if event is None:
+        if event is None and p["template"] != "order_sounds":
             continue
         seed = seed_of[Path(p["clip"]).name]
         if seed not in scenes:
             scenes[seed] = sample_scene(seed, spec, meta["min_seconds"], meta["max_seconds"], bool(meta.get("off_grid")))
         scene = scenes[seed]
-        start = scene.objects[0].start if event == "first shape" else scene.sound(event).start
         right = int(p["predicted"] == p["answer"])
-        where = "in" if start >= scene.duration_seconds - window else "before"
+        side = lambda start: "in" if start >= scene.duration_seconds - window else "before"  # noqa: E731
+        if event is None:  # "which came first, the A or the B?": where both sounds lie
+            sides = sorted(side(scene.sound(k).start) for k in SOUNDS if k in p["question"])
+            where = "both " + sides[0] if sides[0] == sides[-1] else "one before"
+        else:
+            where = side(scene.objects[0].start if event == "first shape" else scene.sound(event).start)
         for table, key in (("by window", f"{p['template']}, {where}"),
                            ("beeps by chunk split", beep_split(scene.sound("beeps"), spec.chunk_seconds))):
             if table == "beeps by chunk split" and p["template"] != "audio_beeps":

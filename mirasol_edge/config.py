@@ -49,6 +49,9 @@ class ModelConfig:
     # memory past the window: S summary tokens rewritten from every chunk's features and cross-attended
     # by the context decoder beside the window (model/summary.py); 0: the window only
     summary_tokens: int = 0
+    # what one summary entry is: each of a chunk's m latents ("latent", the first design, which older
+    # checkpoints have) or the whole chunk, its m latents side by side ("chunk"): RESULTS.md
+    summary_pooling: str = "latent"
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
@@ -64,6 +67,7 @@ class ModelConfig:
         assert self.video.patch_size % 4 == 0, "the video stem downsamples 4x: patch_size must be a multiple of 4"
         assert self.audio.n_mels % self.audio.patch_mels == 0, "patches must tile the mel bins"
         assert self.combiner.kind in ("transformer", "ttm"), f"unknown combiner {self.combiner.kind!r}"
+        assert self.summary_pooling in ("latent", "chunk"), f"unknown summary pooling {self.summary_pooling!r}"
 
     @property
     def audio_tokens(self) -> int:

@@ -23,6 +23,8 @@ def test_each_answer_lands_in_its_window_side_and_beep_split(tmp_path):
     scenes = [sample_scene(r["seed"], SPEC, 8, 8, off_grid=True) for r in rows if r["template"] == "audio_pitch"]
     sides = Counter("in" if s.sound("tone").start >= 4 else "before" for s in scenes)
     assert {side: tables["by window"][f"audio_pitch, {side}"] for side in sides} == {side: [n, n] for side, n in sides.items()}
+    orders = {k: v for k, v in tables["by window"].items() if k.startswith("order_sounds")}
+    assert sum(n for _, n in orders.values()) == 4 and set(orders) <= {f"order_sounds, {w}" for w in ("both in", "both before", "one before")}
     beeps = [v for k, v in tables["by window"].items() if k.startswith("audio_beeps")]
     assert sum(n for _, n in beeps) == 4 and all(right == 0 for right, _ in beeps)
     counts = Counter(str(s.sound("beeps").count) for s in scenes)

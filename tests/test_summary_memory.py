@@ -14,9 +14,9 @@ from mirasol_edge.train.loss import question_context
 WINDOW, TOKENS = 3, 4
 
 
-@pytest.fixture
-def model():
-    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW)
+@pytest.fixture(params=["latent", "chunk"])
+def model(request):
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=request.param)
     with torch.no_grad():  # sharper queries than at initialisation: the pooling weights differ chunk to chunk
         model.summary.queries.mul_(100)
     return model
@@ -69,7 +69,7 @@ def test_the_pooling_weights_differ_from_chunk_to_chunk(model):
     waveform, frames = random_chunks(model.cfg, batch=1, chunks=6)
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
-        scores, _ = model.summary._scores_values(features, torch.arange(features.shape[1])[None] // model.cfg.combiner.latents)
+        scores, _ = model.summary._scores_values(features, torch.arange(features.shape[1])[None] // model.cfg.combiner.latents)  # (1, S, e)
     assert scores.std(dim=-1).min() > 0.1
 
 
@@ -101,6 +101,18 @@ def test_a_question_attends_to_the_last_window_of_real_chunks(model):
     window, window_mask = model.window(chunk_of_feature, mask)
     assert window[:, ::m, 0].tolist() == [[3.0, 4.0, 5.0], [0.0, 1.0, 2.0]]  # WINDOW = 3 chunks
     assert window_mask[:, ::m].tolist() == [[True] * 3, [True, True, False]]
+
+
+def test_chunk_pooling_weighs_whole_chunks_and_reads_every_latent():
+    model = tiny_model(summary_tokens=TOKENS, summary_pooling="chunk")
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    features = torch.randn(1, 5 * m, d)  # (B, K*m, D)
+    chunk = torch.arange(5 * m) // m
+    with torch.no_grad():
+        assert model.summary.log_weights(features, chunk).shape == (1, TOKENS, 5)  # one weight per chunk
+        before = model.summarize(features)
+        features[0, 3 * m + m - 1] += torch.randn(d)  # the last latent of chunk 3 only
+        assert (model.summarize(features) - before).abs().max() > 1e-3
 
 
 def test_window_only_configs_stay_as_they_were():
@@ -159,3 +171,19 @@ def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime)
     assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
     assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
     assert np.isfinite(stream.arrays()["summary"]).all()
+
+
+def test_chunk_pooling_survives_export_and_the_runtime(tmp_path):
+    from mirasol_edge.export import export_bundle
+
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling="chunk")
+    runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
+    rng = np.random.default_rng(7)
+    stream, state = runtime.create_stream(), model.init_stream()
+    with one_torch_thread(), torch.no_grad():
+        for _ in range(2 * WINDOW + 2):  # past the window
+            f, w = random_chunk(runtime.chunk, rng)
+            stream.push(f, w)
+            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+        np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
+        assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")

@@ -11,6 +11,7 @@ from conftest import tiny_model
 from mirasol_edge.checkpoint import load_checkpoint, save_checkpoint
 from mirasol_edge.cli import app
 from mirasol_edge.data.dataset import SyntheticDataset
+from mirasol_edge.data.synth import UNLABELLED
 from mirasol_edge.train.memory import (POOLING_TARGETS, CachedClip, cache_features, memory_losses, pooling_loss, pooling_targets,
                                        train_memory, with_summary)
 
@@ -74,9 +75,22 @@ def test_bad_long_clip_lengths_are_one_sentence(tmp_path, seconds):
     assert result.exit_code == 2 and "--long-seconds must be" in result.output
 
 
+def test_an_unknown_summary_pooling_is_one_sentence(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--summary-pooling", "frame"])
+    assert result.exit_code == 2 and "--summary-pooling must be latent or chunk" in result.output
+
+
+def test_chunk_pooling_is_saved_with_the_weights(tmp_path):
+    model = with_summary(tiny_model(), 4, "chunk")
+    save_checkpoint(tmp_path / "m.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.cfg.summary_pooling == "chunk" and loaded.summary.entry_latents == model.cfg.combiner.latents
+
+
 def test_pooling_targets_are_the_chunks_of_each_sound_the_first_chunk_and_each_colour():
     # per second: colour (0 red .. 4 white), shape, motion, sound (0 silence, 1-2 tone, 3-6 beeps, 7 noise)
-    events = np.array([[0, 1, 2, 4], [0, 1, 2, 0], [3, 0, 0, 2], [3, 0, 0, 7], [1, 2, 3, 0]])
+    events = np.array([[0, 1, 2, 4], [0, 1, 2, UNLABELLED], [3, 0, 0, 2], [3, 0, 0, 7], [1, 2, 3, 0]])  # 1: no sound label
     targets = pooling_targets(events).numpy()
     assert POOLING_TARGETS == ("tone", "beeps", "noise", "first chunk",
                                "colour red", "colour green", "colour blue", "colour yellow", "colour white")
@@ -84,9 +98,10 @@ def test_pooling_targets_are_the_chunks_of_each_sound_the_first_chunk_and_each_c
                                 [1, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
 
 
-def test_the_pooling_loss_teaches_each_supervised_token_to_pool_its_chunks():
+@pytest.mark.parametrize("pooling", ["latent", "chunk"])
+def test_the_pooling_loss_teaches_each_supervised_token_to_pool_its_chunks(pooling):
     torch.manual_seed(0)
-    model = tiny_model(summary_tokens=len(POOLING_TARGETS) + 1)
+    model = tiny_model(summary_tokens=len(POOLING_TARGETS) + 1, summary_pooling=pooling)
     m, d = model.cfg.combiner.latents, model.cfg.d_model
     k = len(POOLING_TARGETS) + 1
     features = torch.randn(2, k * m, d)  # (C, K*m, D); the second clip has k - 3 real chunks
@@ -100,7 +115,8 @@ def test_the_pooling_loss_teaches_each_supervised_token_to_pool_its_chunks():
 
     def mass() -> torch.Tensor:  # (C, E): each supervised token's pooling weight on its chunks
         weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1)).exp()
-        return (weights[:, : len(POOLING_TARGETS)] * targets.repeat_interleave(m, dim=2)).sum(-1)
+        per_chunk = m if pooling == "latent" else 1  # entries per chunk
+        return (weights[:, : len(POOLING_TARGETS)] * targets.repeat_interleave(per_chunk, dim=2)).sum(-1)
 
     with torch.no_grad():
         assert torch.allclose(pooling_loss(model, features, chunk_mask, targets), -mass()[present].log().mean())

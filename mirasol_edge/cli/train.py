@@ -125,7 +125,9 @@ def train_memory(
     checkpoint: Path = typer.Argument(..., help="A trained window-only checkpoint (mirasol-edge train): its per-chunk stack is kept frozen."),
     out: Path = typer.Option(Path("runs/small-memory"), "--out", "-o", help="Run folder: checkpoint.pt, log.jsonl."),
     summary_tokens: int = typer.Option(64, "--summary-tokens", help="S: tokens of the memory past the window."),
-    long_clips: int = typer.Option(1000, "--long-clips", help="Synthetic training clips longer than the window ..."),
+    summary_pooling: str = typer.Option(
+        "latent", "--summary-pooling", help="What a summary token weighs: each chunk's latents one by one (latent) or whole chunks (chunk)."),
+    long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them."),
     off_grid_fraction: float = typer.Option(0.5, "--off-grid-fraction", help="Clips with events off the chunk grid, as a fraction."),
@@ -151,13 +153,15 @@ def train_memory(
         raise ValueError(f"--long-seconds must be two whole numbers, shortest and longest, from 4 s up, e.g. 80,200; got {long_seconds!r}.")
     if not 1 <= summary_tokens <= 4096 or long_clips < 0 or short_clips < 0 or long_clips + short_clips < 1 or minutes <= 0:
         raise ValueError("--summary-tokens must be 1..4096, the clip counts >= 0 with at least one clip, and --minutes > 0.")
+    if summary_pooling not in ("latent", "chunk"):
+        raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
     if not 0 <= pooling_weight < float("inf"):
         raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens)
+    model = with_summary(window_only, summary_tokens, summary_pooling)
     spec = model.cfg.chunk
     clips = []
     if long_clips:

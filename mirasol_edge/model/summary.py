@@ -44,15 +44,24 @@ def _logaddexp(a: Tensor, b: Tensor) -> Tensor:
 
 
 class SummaryMemory(nn.Module):
+    """The pooled entries are a chunk's m latents one by one (summary_pooling "latent") or the whole chunk,
+    its m latents side by side ("chunk"): then a token's weight is per chunk and its value reads all m
+    latents, where per latent a token could only pick the latent slots whose content its score found."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
         self.tokens, self.width = cfg.summary_tokens, d
+        self.entry_latents = cfg.combiner.latents if cfg.summary_pooling == "chunk" else 1  # latents per entry
+        width_in = self.entry_latents * d
         self.queries = nn.Parameter(torch.randn(cfg.summary_tokens, d) * 0.02)
         self.norm_in = nn.LayerNorm(d)
-        self.time = nn.Linear(2 * len(TIME_PERIODS), d)
-        self.key = nn.Linear(d, d)
-        self.value = nn.Linear(d, d)
+        self.time = nn.Linear(2 * len(TIME_PERIODS), width_in)
+        self.key = nn.Linear(width_in, d)
+        self.value = nn.Linear(width_in, d)
+        # whole chunks: a direct path from the chunk's time to its value, so "which came first" stays readable
+        # from a token next to the content of m latents (without it, measured: RESULTS.md)
+        self.time_value = nn.Linear(2 * len(TIME_PERIODS), d) if self.entry_latents > 1 else None
         self.norm_out = nn.LayerNorm(d)
 
     def initial(self, batch: int, device=None) -> Tensor:
@@ -60,36 +69,42 @@ class SummaryMemory(nn.Module):
         return torch.zeros(batch, self.tokens, self.width + 1, device=device)
 
     def _scores_values(self, features: Tensor, chunk: Tensor) -> tuple[Tensor, Tensor]:
-        """features (B, n, D) of chunks `chunk` (B, n) -> scores (B, S, n), values (B, n, D)."""
-        x = self.norm_in(features) + self.time(time_features(chunk))
+        """features (B, n, D) of chunks `chunk` (B, n), whole chunks in order -> scores (B, S, e), values
+        (B, e, D) of the e = n / entry_latents entries."""
+        g = self.entry_latents
+        b, n, d = features.shape
+        time = time_features(chunk[:, ::g])  # (B, e, 2 * len(TIME_PERIODS))
+        x = self.norm_in(features).reshape(b, n // g, g * d) + self.time(time)  # (B, n, D) -> (B, e, g*D): g latents per entry
         scores = torch.einsum("sd,bnd->bsn", self.queries, self.key(x)) / math.sqrt(self.width)
-        return scores, self.value(x)
+        values = self.value(x) if self.time_value is None else self.value(x) + self.time_value(time)
+        return scores, values
 
     def forward(self, state: Tensor, features: Tensor, chunk: Tensor) -> Tensor:
         """One chunk per stream: state (B, S, D + 1), its features (B, m, D), chunk (B,) its index -> the next state."""
         output, log_norm = state[..., :-1], state[..., -1]  # (B, S, D), (B, S)
         scores, values = self._scores_values(features, chunk[:, None].expand(features.shape[:2]))
         new_log_norm = _logaddexp(log_norm, scores.logsumexp(dim=-1))  # (B, S)
-        weights = torch.exp(scores - new_log_norm[..., None])  # (B, S, m): the new chunk's share
+        weights = torch.exp(scores - new_log_norm[..., None])  # (B, S, m / entry_latents): the new chunk's share
         output = torch.exp(log_norm - new_log_norm)[..., None] * output + weights @ values  # (B, S, D)
         return torch.cat([output, new_log_norm[..., None]], dim=-1)
 
     def pool(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Whole clip: features (B, n, D) of chunks `chunk` (n,), mask (B, n) False for padding -> the state
-        (B, S, D + 1) a stream has after them (the same null chunk included)."""
+        """Whole clip: features (B, n, D) of chunks `chunk` (n,), mask (B, n) False for padding (whole
+        chunks) -> the state (B, S, D + 1) a stream has after them (the same null chunk included)."""
         log_weights, log_norm, values = self._log_weights(features, chunk, mask)
-        output = torch.exp(log_weights) @ values  # (B, S, n) @ (B, n, D)
+        output = torch.exp(log_weights) @ values  # (B, S, e) @ (B, e, D)
         return torch.cat([output, log_norm[..., None]], dim=-1)
 
     def log_weights(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Whole clip, as `pool`: the log of each feature's weight in each token's average (B, S, n), the null
-        chunk in the denominator (-inf for padding). Training supervises a few tokens' weights with it."""
+        """Whole clip, as `pool`: the log of each entry's weight in each token's average (B, S, e), e =
+        n / entry_latents, the null chunk in the denominator (-inf for padding). Training supervises a few
+        tokens' weights with it."""
         return self._log_weights(features, chunk, mask)[0]
 
     def _log_weights(self, features: Tensor, chunk: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         scores, values = self._scores_values(features, chunk.expand(features.shape[:2]))
         if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+            scores = scores.masked_fill(~mask[:, None, :: self.entry_latents], float("-inf"))
         log_norm = _logaddexp(scores.new_zeros(scores.shape[:2]), scores.logsumexp(dim=-1))  # (B, S): + the null chunk
         return scores - log_norm[..., None], log_norm, values
 

@@ -61,9 +61,10 @@ def pooling_targets(events: np.ndarray) -> Tensor:
     return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first, *colours]))
 
 
-def with_summary(model: MirasolModel, summary_tokens: int) -> MirasolModel:
-    """A new model: `model`'s config with `summary_tokens`, its weights, a fresh summary memory."""
-    cfg = replace(model.cfg, summary_tokens=summary_tokens)
+def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent") -> MirasolModel:
+    """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
+    its weights, a fresh summary memory."""
+    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling)
     out = MirasolModel(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("summary.") for k in missing), (missing, unexpected)
@@ -124,8 +125,9 @@ def pooling_loss(model: MirasolModel, features: Tensor, chunk_mask: Tensor, targ
     m = model.cfg.combiner.latents
     targets = targets[:, : model.cfg.summary_tokens]  # (C, E, K)
     chunk = torch.arange(features.shape[1], device=features.device) // m  # (K*m,)
-    log_weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1))  # (C, S, K*m)
-    on_target = targets.repeat_interleave(m, dim=2)  # (C, E, K) -> (C, E, K*m)
+    per_chunk = m // model.summary.entry_latents  # pooled entries per chunk: m latents, or 1 whole chunk
+    log_weights = model.summary.log_weights(features, chunk, chunk_mask.repeat_interleave(m, dim=1))  # (C, S, K*per_chunk)
+    on_target = targets.repeat_interleave(per_chunk, dim=2)  # (C, E, K) -> (C, E, K*per_chunk)
     hit = log_weights[:, : targets.shape[1]].masked_fill(~on_target, float("-inf")).logsumexp(dim=-1)  # (C, E)
     present = targets.any(dim=-1)  # (C, E)
     return -hit[present].mean() if bool(present.any()) else hit.new_zeros(())
