@@ -63,12 +63,12 @@ def split(heldout: Path, predictions: Path, window: float) -> dict[str, dict[str
             where = "both " + sides[0] if sides[0] == sides[-1] else "one before"
         else:
             where = side(scene.objects[0].start if event == "first shape" else scene.sound(event).start)
-        for table, key in (("by window", f"{p['template']}, {where}"),
-                           ("beeps by chunk split", beep_split(scene.sound("beeps"), spec.chunk_seconds))):
-            if table == "beeps by chunk split" and p["template"] != "audio_beeps":
-                continue
-            out[table][key][0] += right
-            out[table][key][1] += 1
+        rows = [out["by window"][f"{p['template']}, {where}"]]
+        if p["template"] == "audio_beeps":
+            rows.append(out["beeps by chunk split"][beep_split(scene.sound("beeps"), spec.chunk_seconds)])
+        for row in rows:  # [right, asked]
+            row[0] += right
+            row[1] += 1
     return {table: dict(sorted(rows.items())) for table, rows in out.items()}
 
 

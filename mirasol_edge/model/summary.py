@@ -59,8 +59,8 @@ class SummaryMemory(nn.Module):
         self.time = nn.Linear(2 * len(TIME_PERIODS), width_in)
         self.key = nn.Linear(width_in, d)
         self.value = nn.Linear(width_in, d)
-        # whole chunks: a direct path from the chunk's time to its value, so "which came first" stays readable
-        # from a token next to the content of m latents (without it, measured: RESULTS.md)
+        # whole chunks: a direct path from the chunk's time to its value, meant to keep "which came first"
+        # readable beside the content of m latents; measured, it did not (RESULTS.md, v3 against v4)
         self.time_value = nn.Linear(2 * len(TIME_PERIODS), d) if self.entry_latents > 1 else None
         self.norm_out = nn.LayerNorm(d)
 
