@@ -20,7 +20,6 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 
 # template -> the event it asks about: the first shape, or a sound
 EVENT_OF = {"video_colour": "first shape", "video_shape": "first shape", "video_motion": "first shape",
@@ -30,9 +29,9 @@ EVENT_OF = {"video_colour": "first shape", "video_shape": "first shape", "video_
 
 def beep_split(beeps, chunk_seconds: float) -> str:
     """'a+b+...': beeps per chunk they touch, each beep counted in the chunk that holds its middle."""
-    from mirasol_edge.data.synth.scene import OFF_GRID_BEEP
+    from mirasol_edge.data.synth.scene import beep_chunks
 
-    chunks = Counter(int(np.floor((t + OFF_GRID_BEEP / 2) / chunk_seconds)) for t in beeps.onsets)
+    chunks = Counter(beep_chunks(beeps, chunk_seconds))
     return "+".join(str(chunks[c]) for c in sorted(chunks))
 
 

@@ -135,3 +135,50 @@ def test_pooling_supervision_without_event_labels_is_refused(tmp_path):
     clip = CachedClip(torch.randn(4 * model.cfg.combiner.latents, model.cfg.d_model), [("how many beeps?", "2")])
     with pytest.raises(ValueError, match="event labels"):
         train_memory(model, [clip], tmp_path / "run", minutes=0.01, say=lambda _: None, pooling_weight=1.0)
+
+
+def test_rehearsal_batches_visit_every_clip_once_per_pass():
+    from mirasol_edge.train.memory import rehearsal_batches
+
+    batches = rehearsal_batches(5, 3, np.random.default_rng(0))
+    seen = [i for _ in range(10) for i in next(batches)]  # 30 draws: six passes over five clips
+    assert all(len(set(seen[p * 5:(p + 1) * 5])) == 5 for p in range(6))
+
+
+def test_every_step_rehearses_its_share_of_short_clips(tmp_path, monkeypatch):
+    import mirasol_edge.train.memory as memory
+
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    long = [CachedClip(torch.randn(5 * m, d), [("how many beeps?", "2")]) for _ in range(4)]
+    short = [CachedClip(torch.randn(2 * m, d), [("how many beeps?", "1")]) for _ in range(3)]
+    steps = []
+    real = memory.memory_losses
+    monkeypatch.setattr(memory, "memory_losses", lambda model, clips, weight: steps.append(clips) or real(model, clips, weight))
+    path = train_memory(model, long, tmp_path / "run", minutes=0.02, batch_size=2, say=lambda _: None,
+                        rehearsal=short, rehearsal_per_step=1)
+    is_short = [[any(c is x for x in short) for c in s] for s in steps]  # per memory_losses call
+    assert len(steps) >= 2 and is_short[0::2] == [[False, False]] * (len(steps) // 2) and is_short[1::2] == [[True]] * (len(steps) // 2)
+    assert load_checkpoint(path)[1]["memory_training"]["rehearsal_per_step"] == 1
+
+
+def test_short_clips_per_step_without_long_clips_is_one_sentence(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--long-clips", "0", "--short-per-step", "4"])
+    assert result.exit_code == 2 and "--short-per-step must be" in result.output
+
+
+def test_bf16_steps_train_and_record_their_precision(tmp_path):
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    clips = [CachedClip(torch.randn(3 * m, d), [("how many beeps?", "2")]) for _ in range(2)]
+    before = memory_losses(model, clips)["loss"].item()
+    path = train_memory(model, clips, tmp_path / "run", minutes=0.02, batch_size=2, lr=3e-3, say=lambda _: None, amp="bf16")
+    trained, ckpt = load_checkpoint(path)  # refuses non-finite weights
+    assert ckpt["memory_training"]["amp"] == "bf16" and memory_losses(trained, clips)["loss"].item() < before
+
+
+def test_an_unknown_memory_precision_is_one_sentence(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--amp", "fp16"])
+    assert result.exit_code == 2 and "--amp must be off or bf16" in result.output

@@ -129,16 +129,21 @@ def train_memory(
         "latent", "--summary-pooling", help="What a summary token weighs: each chunk's latents one by one (latent) or whole chunks (chunk)."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
-    short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them."),
+    short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
+    short_per_step: int = typer.Option(
+        0, "--short-per-step", help="... of which this many join every step's batch of long clips, in turn (0: short clips "
+        "are batched like the long ones, a share of the steps)."),
     off_grid_fraction: float = typer.Option(0.5, "--off-grid-fraction", help="Clips with events off the chunk grid, as a fraction."),
     minutes: float = typer.Option(7.0, "--minutes", help="Training time after the features are cached."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step (every question of each)."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up, cosine over the time budget)."),
     data_seed: int = typer.Option(11, "--data-seed", help="Seed of the training clips (held-out sets use others)."),
     pooling_weight: float = typer.Option(
-        1.0, "--pooling-weight", help="Weight of the loss that shows the first nine summary tokens where the tone, the beeps, "
-        "the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
+        1.0, "--pooling-weight", help="Weight of the loss that shows the first summary tokens, one each, where the tone, the "
+        "beeps, the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps (caching stays float32): off or bf16 "
+                            "(fast on CPUs with bf16 units: AMX, AVX-512 BF16)."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
 ):
@@ -153,6 +158,10 @@ def train_memory(
         raise ValueError(f"--long-seconds must be two whole numbers, shortest and longest, from 4 s up, e.g. 80,200; got {long_seconds!r}.")
     if not 1 <= summary_tokens <= 4096 or long_clips < 0 or short_clips < 0 or long_clips + short_clips < 1 or minutes <= 0:
         raise ValueError("--summary-tokens must be 1..4096, the clip counts >= 0 with at least one clip, and --minutes > 0.")
+    if short_per_step < 0 or (short_per_step and not (long_clips and short_clips)):
+        raise ValueError(f"--short-per-step must be >= 0, and above 0 only with both long and short clips; got {short_per_step}.")
+    if amp not in ("off", "bf16"):
+        raise ValueError(f"--amp must be off or bf16 for train-memory (it runs on the CPU), got {amp!r}.")
     if summary_pooling not in ("latent", "chunk"):
         raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
     if not 0 <= pooling_weight < float("inf"):
@@ -163,15 +172,17 @@ def train_memory(
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
     model = with_summary(window_only, summary_tokens, summary_pooling)
     spec = model.cfg.chunk
-    clips = []
+    long, short = [], []
     if long_clips:
         durations = list(range(lo_hi[0], lo_hi[1] + 1))
         long_set = SyntheticDataset(spec, long_clips, data_seed, None, durations, off_grid=off_grid_fraction)
-        clips += cache_features(model, long_set, "caching long clips", workers)
+        long = cache_features(model, long_set, "caching long clips", workers)
     if short_clips:
         short_set = SyntheticDataset(spec, short_clips, data_seed + 1, None, off_grid=off_grid_fraction)
-        clips += cache_features(model, short_set, "caching short clips", workers)
-    path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight)
+        short = cache_features(model, short_set, "caching short clips", workers)
+    clips, rehearsal = (long, short) if short_per_step else (long + short, [])
+    path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight,
+               rehearsal=rehearsal, rehearsal_per_step=short_per_step, amp=amp)
     typer.echo(f"wrote {path}")
     if json_out is not None:
         lines = (out / "log.jsonl").read_text().splitlines()

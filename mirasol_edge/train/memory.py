@@ -35,6 +35,7 @@ from mirasol_edge.model import MirasolModel
 from mirasol_edge.progress import CountProgress
 from mirasol_edge.train.loss import answer_loss_sum
 from mirasol_edge.train.config import TrainConfig
+from mirasol_edge.train.precision import autocast_and_scaler
 from mirasol_edge.train.schedule import learning_rate
 
 
@@ -133,13 +134,28 @@ def pooling_loss(model: MirasolModel, features: Tensor, chunk_mask: Tensor, targ
     return -hit[present].mean() if bool(present.any()) else hit.new_zeros(())
 
 
+def rehearsal_batches(count: int, per_step: int, rng: np.random.Generator):
+    """Endless batches of `per_step` indices into `count` clips: each pass over them in a fresh random order."""
+    order = np.empty(0, dtype=int)
+    while True:
+        while len(order) < per_step:
+            order = np.concatenate([order, rng.permutation(count)])
+        yield order[:per_step].tolist()
+        order = order[per_step:]
+
+
 def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minutes: float, batch_size: int = 16,
-                 lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0) -> Path:
+                 lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0,
+                 rehearsal: list[CachedClip] = (), rehearsal_per_step: int = 0, amp: str = "off") -> Path:
     """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
-    frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). Writes
-    out/checkpoint.pt and out/log.jsonl (one line per step); returns the checkpoint's path."""
+    frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
+    clips of which `rehearsal_per_step` join every batch of `clips`, in turn (the short clips beside the
+    long ones: a fixed share of every step keeps what the context decoder knew of them, where batching
+    them among the long ones let it drift; RESULTS.md). Writes out/checkpoint.pt and out/log.jsonl (one
+    line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16)."""
     assert model.summary is not None, "the model has no summary memory to train"
-    if pooling_weight and any(c.targets is None for c in clips):
+    assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
+    if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
         raise ValueError("pooling supervision needs per-second event labels (synthetic clips in 1 s chunks); "
                          "set its weight to 0 for this model.")
     trained = [*model.summary.parameters(), *model.context_decoder.parameters()]
@@ -148,7 +164,9 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     for p in trained:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
+    autocast, _ = autocast_and_scaler(torch.device("cpu"), amp)
     rng = np.random.default_rng(seed)
+    rehearsed = rehearsal_batches(len(rehearsal), rehearsal_per_step, rng) if rehearsal else None
     out.mkdir(parents=True, exist_ok=True)
     budget, start, step, epoch = minutes * 60, time.perf_counter(), 0, 0
     schedule = TrainConfig(minutes=minutes, lr=lr, warmup_steps=min(20, math.ceil(len(clips) / batch_size)))  # the cosine runs over the time budget
@@ -161,7 +179,13 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                     break
                 for g in optimizer.param_groups:
                     g["lr"] = learning_rate(schedule, step, elapsed / budget)
-                losses = memory_losses(model, [clips[i] for i in group], pooling_weight)
+                with autocast():
+                    losses = memory_losses(model, [clips[i] for i in group], pooling_weight)
+                    if rehearsed is not None:  # a batch of its own (padded to the long clips, short ones would cost as much)
+                        shown = next(rehearsed)
+                        share = len(shown) / (len(group) + len(shown))  # each clip weighs the same
+                        extra = memory_losses(model, [rehearsal[i] for i in shown], pooling_weight)
+                        losses = {k: (1 - share) * v + share * extra[k] for k, v in losses.items()}
                 loss = losses["loss"]
                 optimizer.zero_grad()
                 loss.backward()
@@ -179,5 +203,6 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     path = out / "checkpoint.pt"
     save_checkpoint(path, model, step=step, memory_training={"minutes": minutes, "clips": len(clips), "batch_size": batch_size,
                                                              "lr": lr, "seed": seed, "epochs": epoch, "pooling_weight": pooling_weight,
+                                                             "rehearsal_clips": len(rehearsal), "rehearsal_per_step": rehearsal_per_step, "amp": amp,
                                                              "pooling_targets": list(POOLING_TARGETS) if pooling_weight else []})
     return path

@@ -386,6 +386,11 @@ def second_events(clip: TimedEvents) -> np.ndarray:
     return out
 
 
+def beep_chunks(beeps: Event, chunk_seconds: float = 1.0) -> list[int]:
+    """The chunk each beep counts in: the one that holds its middle (one per onset, in order)."""
+    return [int(np.floor((t + OFF_GRID_BEEP / 2) / chunk_seconds)) for t in beeps.onsets]
+
+
 def _second_events_off_grid(clip: TimedEvents) -> np.ndarray:
     out = np.zeros((clip.duration_seconds, len(EVENT_ATTRIBUTES)), np.int64)
     objs = [e for e in clip.events if e.kind == "object"]
@@ -394,7 +399,7 @@ def _second_events_off_grid(clip: TimedEvents) -> np.ndarray:
     # the count is known only once the last beep is heard: label the beeps there (the second that
     # holds its middle), as on the grid where the whole burst is in one second; a causal model
     # cannot know in an earlier second how many beeps are still to come
-    beeps_known = int(np.floor(beeps.onsets[-1] + OFF_GRID_BEEP / 2))
+    beeps_known = beep_chunks(beeps)[-1]
     for sec in range(clip.duration_seconds):
         cover = lambda e: min(e.end, sec + 1) - max(e.start, sec)  # noqa: E731  (negative: distance)
         o = max(objs, key=cover)
