@@ -143,7 +143,7 @@ def train_memory(
         "beeps, the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps (caching stays float32): off or bf16 "
-                            "(fast on CPUs with bf16 units: AMX, AVX-512 BF16)."),
+                            "(measured no faster on a CPU with AVX-512 BF16 and no AMX; RESULTS.md)."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
 ):

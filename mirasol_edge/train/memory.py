@@ -150,8 +150,8 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
     frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
     clips of which `rehearsal_per_step` join every batch of `clips`, in turn (the short clips beside the
-    long ones: a fixed share of every step keeps what the context decoder knew of them, where batching
-    them among the long ones let it drift; RESULTS.md). Writes out/checkpoint.pt and out/log.jsonl (one
+    long ones, so the context decoder cannot drift off them; measured, it holds them a little better but
+    each step costs more, so fewer steps fit the minutes; RESULTS.md). Writes out/checkpoint.pt and out/log.jsonl (one
     line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16)."""
     assert model.summary is not None, "the model has no summary memory to train"
     assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
