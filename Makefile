@@ -29,7 +29,7 @@ clean:
 # grid (stage 2, 14 min), add the memory past the window from cached features of long and short clips
 # (stage 3, about 14 min: caching 1 500 long and 300 short clips, then 7 min with the pooling loss; the three
 # stages took 58.3 and 59.7 min in two runs on the Intel Xeon of RESULTS.md, 2026-11-29, and 60.2 on an AMD EPYC on 2026-12-03,
-# whose stage-3 steps are slower: MEMORY_MINUTES=11 there for the 2-5 minute target); write the held-out sets (other seeds: 4-12 s, off the grid,
+# whose stage-3 steps are slower: 11 minutes of them met the 2-5 minute target there, 64-65 min in all); write the held-out sets (other seeds: 4-12 s, off the grid,
 # 30-60 s, 2-5 min, 10 min), evaluate in PyTorch and through the runtime (fp32 and int8 bundles).
 # AMP=off on CPUs without bf16 units (AMX): autocast's bf16 is emulated there and far slower.
 TRAIN_MINUTES ?= 30

@@ -181,9 +181,9 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                     g["lr"] = learning_rate(schedule, step, elapsed / budget)
                 with autocast():
                     losses = memory_losses(model, [clips[i] for i in group], pooling_weight)
-                    if rehearsed is not None:  # a batch of its own (padded to the long clips, short ones would cost as much)
+                    if rehearsed is not None:  # a batch of its own: padded into the long batch, each short clip would cost what a long one does
                         shown = next(rehearsed)
-                        share = len(shown) / (len(group) + len(shown))  # each clip weighs the same
+                        share = len(shown) / (len(group) + len(shown))  # the two means weighted by clip count
                         extra = memory_losses(model, [rehearsal[i] for i in shown], pooling_weight)
                         losses = {k: (1 - share) * v + share * extra[k] for k, v in losses.items()}
                 loss = losses["loss"]
