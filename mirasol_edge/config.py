@@ -52,6 +52,9 @@ class ModelConfig:
     # what one summary entry is: each of a chunk's m latents ("latent", the first design, which older
     # checkpoints have) or the whole chunk, its m latents side by side ("chunk"): RESULTS.md
     summary_pooling: str = "latent"
+    # the context decoder attends to the summary only once a chunk has left the window (False: always, as
+    # older checkpoints do); before that the window holds every chunk, and short clips answer from it alone
+    summary_after_window: bool = False
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE

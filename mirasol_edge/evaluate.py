@@ -50,7 +50,7 @@ def _answer_batch(model: MirasolModel, clips: list[Clip], max_new_tokens: int) -
     for group in by_length.values():
         index = torch.tensor([i for i, _, _ in group], device=device)
         prompts = torch.tensor([ids for _, _, ids in group], device=device)  # (G, L)
-        generated = model.generate([(k[index], v[index]) for k, v in cross], prompts, max_new_tokens,
+        generated = model.generate([(k[index], v[index]) for k, v in cross], prompts, max_new_tokens, chunks=len(clips[0][1]),
                                    summary=None if summary is None else [(k[index], v[index]) for k, v in summary])
         for (i, q, _), row in zip(group, generated.tolist()):
             out.append(Prediction(clips[i][0], q.question, q.answer, tokenizer.detokenize(row), q.family, q.template))

@@ -1,6 +1,8 @@
 """The memory past the window (model/summary.py): streamed state that equals the whole-clip pooling,
 survives export and the runtime, and keeps a stream's memory bounded."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -32,15 +34,18 @@ def test_streamed_summary_equals_the_whole_clip_pooling(model):
         torch.testing.assert_close(state.summary, model.summarize(features), atol=1e-5, rtol=1e-5)
 
 
-def test_a_question_sees_the_same_in_a_stream_and_in_the_whole_clip(model):
-    waveform, frames = random_chunks(model.cfg, batch=1, chunks=2 * WINDOW + 1)  # the ring has wrapped
+@pytest.mark.parametrize("after_window, chunks", [(False, 2 * WINDOW + 1), (True, WINDOW), (True, 2 * WINDOW + 1)])
+def test_a_question_sees_the_same_in_a_stream_and_in_the_whole_clip(model, after_window, chunks):
+    model.cfg = dataclasses.replace(model.cfg, summary_after_window=after_window)
+    model.context_decoder.summary_after_window = after_window
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=chunks)  # 2 * WINDOW + 1: the ring has wrapped
     prompt = model.prompt_tokens("what colour is the first shape?")
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
-        cross, mask = question_context(model, features, torch.ones(1, 2 * WINDOW + 1, dtype=torch.bool))
+        cross, mask = question_context(model, features, torch.ones(1, chunks, dtype=torch.bool))
         whole = model.context_decoder(prompt, cross, cross_mask=mask[:, None, None, :])
         state = model.init_stream()
-        for k in range(2 * WINDOW + 1):
+        for k in range(chunks):
             state = model.push_chunk(state, waveform[:, k], frames[:, k])
         empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
         streamed, _ = model.context_decoder.step(prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers,
@@ -62,6 +67,24 @@ def test_the_summary_changes_the_answer_logits(model):
         other = model.summary_keys_values(torch.randn_like(state.summary))
         b, _ = model.context_decoder.step(*args, other)
     assert (a - b).abs().max() > 1e-3
+
+
+def test_after_the_window_the_summary_is_attended_only_once_a_chunk_has_left_it():
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True)
+    waveform, frames = random_chunks(model.cfg, batch=1, chunks=WINDOW + 1)
+    prompt = model.prompt_tokens("how many beeps?")
+    empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
+    moved = []
+    with torch.no_grad():
+        state = model.init_stream()
+        for k in range(WINDOW + 1):
+            state = model.push_chunk(state, waveform[:, k], frames[:, k])
+            args = (prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers, state.cross,
+                    torch.tensor([state.chunks]))
+            a, _ = model.context_decoder.step(*args, model.stream_summary(state))
+            b, _ = model.context_decoder.step(*args, model.summary_keys_values(torch.randn_like(state.summary)))
+            moved.append(float((a - b).abs().max()))
+    assert moved[:WINDOW] == [0.0] * WINDOW and moved[WINDOW] > 1e-3
 
 
 def test_the_pooling_weights_differ_from_chunk_to_chunk(model):
@@ -187,3 +210,32 @@ def test_chunk_pooling_survives_export_and_the_runtime(tmp_path):
             state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
         np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
         assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
+
+
+def test_a_summary_attended_after_the_window_survives_export_and_the_runtime(tmp_path):
+    from mirasol_edge.export import export_bundle
+
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True)
+    with torch.no_grad():
+        model.summary.queries.mul_(100)
+    runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
+    decoder = runtime.sessions["context_decoder"]
+    d, layers, rng = runtime.dims, model.cfg.context_layers, np.random.default_rng(8)
+    def cache(length):
+        return rng.standard_normal((1, d.heads, length, d.head_dim)).astype(np.float32)
+    fixed = {"tokens": np.array([[1, 40, 41]]), "text_position": np.zeros(1, np.int64),
+             **{n: np.zeros((1, d.heads, model.cfg.max_text_len, d.head_dim), np.float32) for n in contract.cache_names("past", layers)},
+             **{n: cache(WINDOW * d.latents) for n in contract.cache_names("cross", layers)}}
+    def logits(chunks):  # the graph's answer to a fresh random summary
+        summary = {n: cache(TOKENS) for n in contract.cache_names("summary", layers)}
+        return decoder.run(["logits"], {**fixed, **summary, "chunks_seen": np.array([chunks])})[0]
+    np.testing.assert_array_equal(logits(WINDOW), logits(WINDOW))  # in the window: the summary is not attended
+    assert np.abs(logits(WINDOW + 1) - logits(WINDOW + 1)).max() > 1e-3
+    stream, state = runtime.create_stream(), model.init_stream()
+    question = "how many beeps are there?"
+    with one_torch_thread(), torch.no_grad():
+        for k in range(1, 2 * WINDOW + 2):  # before, at and past the window
+            f, w = random_chunk(runtime.chunk, rng)
+            stream.push(f, w)
+            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+            assert stream.ask(question) == model.answer(state, question), k

@@ -13,7 +13,7 @@ from mirasol_edge.cli import app
 from mirasol_edge.data.dataset import SyntheticDataset
 from mirasol_edge.data.synth import UNLABELLED
 from mirasol_edge.train.memory import (POOLING_TARGETS, CachedClip, cache_features, memory_losses, pooling_loss, pooling_targets,
-                                       train_memory, with_summary)
+                                       some_questions, train_memory, with_summary)
 
 
 def test_with_summary_keeps_every_trained_weight():
@@ -154,7 +154,7 @@ def test_every_step_rehearses_its_share_of_short_clips(tmp_path, monkeypatch):
     short = [CachedClip(torch.randn(2 * m, d), [("how many beeps?", "1")]) for _ in range(3)]
     steps = []
     real = memory.memory_losses
-    monkeypatch.setattr(memory, "memory_losses", lambda model, clips, weight: steps.append(clips) or real(model, clips, weight))
+    monkeypatch.setattr(memory, "memory_losses", lambda model, clips, *weights: steps.append(clips) or real(model, clips, *weights))
     path = train_memory(model, long, tmp_path / "run", minutes=0.02, batch_size=2, say=lambda _: None,
                         rehearsal=short, rehearsal_per_step=1)
     is_short = [[any(c is x for x in short) for c in s] for s in steps]  # per memory_losses call
@@ -182,3 +182,51 @@ def test_an_unknown_memory_precision_is_one_sentence(tmp_path):
     save_checkpoint(tmp_path / "w.pt", tiny_model())
     result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--amp", "fp16"])
     assert result.exit_code == 2 and "--amp must be off or bf16" in result.output
+
+
+def test_some_questions_draws_that_many_of_the_clips_questions_in_order():
+    qa = [(f"question {i}?", str(i)) for i in range(12)]
+    clip = CachedClip(torch.zeros(4, 2), qa)
+    drawn = [some_questions(clip, 4, np.random.default_rng(s)).qa for s in range(20)]
+    assert all(len(d) == 4 and d == sorted(d, key=qa.index) and set(d) <= set(qa) for d in drawn)
+    assert len({tuple(d) for d in drawn}) > 1  # afresh each draw
+    assert some_questions(clip, 0, np.random.default_rng(0)).qa == qa and some_questions(clip, 20, np.random.default_rng(0)).qa == qa
+
+
+def test_every_step_scores_the_drawn_number_of_questions_per_clip(tmp_path, monkeypatch):
+    import mirasol_edge.train.memory as memory
+
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    clips = [CachedClip(torch.randn(3 * m, d), [("how many beeps?", "2"), ("what sound?", "tone"), ("what colour?", "red")])
+             for _ in range(4)]
+    steps = []
+    real = memory.memory_losses
+    monkeypatch.setattr(memory, "memory_losses", lambda model, clips, *weights: steps.append(clips) or real(model, clips, *weights))
+    path = train_memory(model, clips, tmp_path / "run", minutes=0.02, batch_size=2, say=lambda _: None, questions_per_clip=2)
+    assert steps and all(len(c.qa) == 2 for s in steps for c in s)
+    assert load_checkpoint(path)[1]["memory_training"]["questions_per_clip"] == 2
+
+
+def test_a_negative_questions_per_clip_is_one_sentence(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--questions-per-clip", "-1"])
+    assert result.exit_code == 2 and "--questions-per-clip must be" in result.output
+
+
+def test_a_decoder_lr_scale_of_zero_leaves_the_context_decoder_as_trained(tmp_path):
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    clips = [CachedClip(torch.randn(5 * m, d), [("how many beeps?", "2")]) for _ in range(2)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = train_memory(model, clips, tmp_path / "run", minutes=0.02, batch_size=2, say=lambda _: None, decoder_lr_scale=0.0)
+    after = load_checkpoint(path)[0].state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("summary.") for k in moved)
+
+
+def test_a_negative_decoder_lr_scale_is_one_sentence(tmp_path):
+    save_checkpoint(tmp_path / "w.pt", tiny_model())
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--decoder-lr-scale", "-1"])
+    assert result.exit_code == 2 and "--decoder-lr-scale must be" in result.output
+

@@ -127,6 +127,9 @@ def train_memory(
     summary_tokens: int = typer.Option(64, "--summary-tokens", help="S: tokens of the memory past the window."),
     summary_pooling: str = typer.Option(
         "latent", "--summary-pooling", help="What a summary token weighs: each chunk's latents one by one (latent) or whole chunks (chunk)."),
+    summary_after_window: bool = typer.Option(
+        False, "--summary-after-window/--summary-always", help="Whether the context decoder attends to the summary only once "
+        "a chunk has left the window (clips that fit in it answer from the window alone; the recipe's), or always."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
@@ -135,8 +138,15 @@ def train_memory(
         "are batched like the long ones, a share of the steps)."),
     off_grid_fraction: float = typer.Option(0.5, "--off-grid-fraction", help="Clips with events off the chunk grid, as a fraction."),
     minutes: float = typer.Option(7.0, "--minutes", help="Training time after the features are cached."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step (every question of each)."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step."),
+    questions_per_clip: int = typer.Option(
+        0, "--questions-per-clip", help="Questions of each clip scored per step, drawn afresh each time (0: all); a step "
+        "costs the context decoder over its questions, so fewer buy more steps in the same minutes (measured: not more "
+        "accuracy; RESULTS.md)."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up, cosine over the time budget)."),
+    decoder_lr_scale: float = typer.Option(
+        1.0, "--decoder-lr-scale", help="The context decoder's learning rate as a fraction of --lr (the summary memory's); "
+        "0 keeps it as trained (0.1 measured: short clips drift less, long ones learn no more; RESULTS.md)."),
     data_seed: int = typer.Option(11, "--data-seed", help="Seed of the training clips (held-out sets use others)."),
     pooling_weight: float = typer.Option(
         1.0, "--pooling-weight", help="Weight of the loss that shows the first summary tokens, one each, where the tone, the "
@@ -158,6 +168,10 @@ def train_memory(
         raise ValueError(f"--long-seconds must be two whole numbers, shortest and longest, from 4 s up, e.g. 80,200; got {long_seconds!r}.")
     if not 1 <= summary_tokens <= 4096 or long_clips < 0 or short_clips < 0 or long_clips + short_clips < 1 or minutes <= 0:
         raise ValueError("--summary-tokens must be 1..4096, the clip counts >= 0 with at least one clip, and --minutes > 0.")
+    if not 0 <= decoder_lr_scale < float("inf"):
+        raise ValueError(f"--decoder-lr-scale must be a finite number >= 0, got {decoder_lr_scale}.")
+    if questions_per_clip < 0:
+        raise ValueError(f"--questions-per-clip must be >= 0 (0: every question), got {questions_per_clip}.")
     if short_per_step < 0 or (short_per_step and not (long_clips and short_clips)):
         raise ValueError(f"--short-per-step must be >= 0, and above 0 only with both long and short clips; got {short_per_step}.")
     if amp not in ("off", "bf16"):
@@ -170,7 +184,7 @@ def train_memory(
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:
@@ -182,7 +196,8 @@ def train_memory(
         short = cache_features(model, short_set, "caching short clips", workers)
     clips, rehearsal = (long, short) if short_per_step else (long + short, [])
     path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight,
-               rehearsal=rehearsal, rehearsal_per_step=short_per_step, amp=amp)
+               rehearsal=rehearsal, rehearsal_per_step=short_per_step, amp=amp, questions_per_clip=questions_per_clip,
+               decoder_lr_scale=decoder_lr_scale)
     typer.echo(f"wrote {path}")
     if json_out is not None:
         lines = (out / "log.jsonl").read_text().splitlines()

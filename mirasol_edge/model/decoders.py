@@ -109,6 +109,7 @@ class ContextDecoder(nn.Module):
         d = cfg.d_model
         self.max_len = cfg.max_text_len
         self.latents_per_chunk = cfg.combiner.latents
+        self.summary_after_window = cfg.summary_after_window
         self.embed = nn.Embedding(cfg.vocab_size, d)
         nn.init.normal_(self.embed.weight, std=0.02)  # tied output projection: N(0, 1) would start with huge logits
         self.position = nn.Parameter(torch.randn(cfg.max_text_len, d) * 0.02)
@@ -153,7 +154,7 @@ class ContextDecoder(nn.Module):
         cross: per layer (B, h, C, hd), the stream's cross cache (a ring of chunk slots); chunks (B,) int64,
         chunks pushed to the stream (the first min(chunks, C / m) slots are filled); summary: per layer
         (B, h, S, hd), the keys and values of the memory past the window (model/summary.py), attended
-        beside the cross cache, always.
+        beside the cross cache (with summary_after_window only once chunks > C / m, a chunk has left the ring).
         Returns logits (B, T, vocab) and present per layer, shaped as past, the tokens written in.
         A prefill is a step from position 0; rows padded at the end write padding the next steps overwrite.
         """
@@ -165,8 +166,10 @@ class ContextDecoder(nn.Module):
         mask = (cache[None, None, :] <= write[:, :, None])[:, None]  # (B, 1, T, L)
         cross_mask = ring_slots_filled(cross[0][0].shape[2], self.latents_per_chunk, chunks)  # (B, C)
         if summary is not None:  # [summary; ring]: (B, h, S + C, hd)
+            attend = chunks > cross[0][0].shape[2] // self.latents_per_chunk if self.summary_after_window else cross_mask.new_ones(b)  # (B,)
+            summary_mask = attend[:, None].expand(b, summary[0][0].shape[2])  # (B, S)
             cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
-            cross_mask = torch.cat([cross_mask.new_ones(b, summary[0][0].shape[2]), cross_mask], dim=1)  # (B, S + C)
+            cross_mask = torch.cat([summary_mask, cross_mask], dim=1)  # (B, S + C)
         cross_mask = cross_mask[:, None, None, :]  # (B, 1, 1, S + C)
         present = []
         for block, kv, ckv in zip(self.blocks, past, cross):

@@ -157,8 +157,8 @@ class MirasolModel(nn.Module):
                  summary: list[KV] | None = None) -> Tensor:
         """Greedy decoding with the fixed-size self-attention cache.
 
-        cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: every
-        slot filled, as for a whole clip's cross keys/values); summary: per layer (B, h, S, hd), the
+        cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: C / m, every
+        slot filled; a whole clip's cross keys/values (clip_context) are its K chunks'); summary: per layer (B, h, S, hd), the
         summary's keys and values (stream_summary, clip_context), required with a summary memory;
         prompt (B, T0) ids -> generated ids
         (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
@@ -207,4 +207,4 @@ class MirasolModel(nn.Module):
         device = prompt.device
         _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
         cross, summary = self.clip_context(features)
-        return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens, summary=summary)[0].tolist())
+        return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens, chunks=len(frames), summary=summary)[0].tolist())

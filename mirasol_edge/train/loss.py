@@ -33,7 +33,8 @@ def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) 
     window, window_mask = model.window(features, chunk_mask)  # (C, W*m, D), (C, W*m)
     cross = model.context_decoder.cross_keys_values(window)  # (C, h, W*m, hd)
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
-    return cross, torch.cat([window_mask.new_ones(window_mask.shape[0], model.cfg.summary_tokens), window_mask], dim=1)
+    attend = chunk_mask.sum(dim=1) > model.cfg.temporal_window if model.cfg.summary_after_window else window_mask.new_ones(len(window_mask))  # (C,)
+    return cross, torch.cat([attend[:, None].expand(-1, model.cfg.summary_tokens), window_mask], dim=1)
 
 
 def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tensor]) -> Tensor:

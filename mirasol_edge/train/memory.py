@@ -62,10 +62,10 @@ def pooling_targets(events: np.ndarray) -> Tensor:
     return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first, *colours]))
 
 
-def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent") -> MirasolModel:
+def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False) -> MirasolModel:
     """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
-    its weights, a fresh summary memory."""
-    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling)
+    attended always or only after the window (ModelConfig.summary_after_window), its weights, a fresh summary memory."""
+    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window)
     out = MirasolModel(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("summary.") for k in missing), (missing, unexpected)
@@ -134,6 +134,14 @@ def pooling_loss(model: MirasolModel, features: Tensor, chunk_mask: Tensor, targ
     return -hit[present].mean() if bool(present.any()) else hit.new_zeros(())
 
 
+def some_questions(clip: CachedClip, count: int, rng: np.random.Generator) -> CachedClip:
+    """`clip` with `count` of its questions drawn at random (all of them when count is 0 or it has no more)."""
+    if not count or len(clip.qa) <= count:
+        return clip
+    keep = np.sort(rng.choice(len(clip.qa), count, replace=False))
+    return replace(clip, qa=[clip.qa[k] for k in keep])
+
+
 def rehearsal_batches(count: int, per_step: int, rng: np.random.Generator):
     """Endless batches of `per_step` indices into `count` clips: each pass over them in a fresh random order."""
     order = np.empty(0, dtype=int)
@@ -146,13 +154,17 @@ def rehearsal_batches(count: int, per_step: int, rng: np.random.Generator):
 
 def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minutes: float, batch_size: int = 16,
                  lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0,
-                 rehearsal: list[CachedClip] = (), rehearsal_per_step: int = 0, amp: str = "off") -> Path:
+                 rehearsal: list[CachedClip] = (), rehearsal_per_step: int = 0, amp: str = "off",
+                 questions_per_clip: int = 0, decoder_lr_scale: float = 1.0) -> Path:
     """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
     frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
     clips of which `rehearsal_per_step` join every batch of `clips`, in turn (the short clips beside the
     long ones, so the context decoder cannot drift off them; measured, it holds them a little better but
     each step costs more, so fewer steps fit the minutes; RESULTS.md). Writes out/checkpoint.pt and out/log.jsonl (one
-    line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16)."""
+    line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16).
+    questions_per_clip: each step scores this many of each clip's questions, drawn afresh (0: all). The step's
+    cost is the context decoder over its questions, so fewer per clip buy more steps in the same minutes.
+    decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's."""
     assert model.summary is not None, "the model has no summary memory to train"
     assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
     if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
@@ -163,7 +175,9 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
+    groups = [{"params": list(model.summary.parameters()), "lr_scale": 1.0},
+              {"params": list(model.context_decoder.parameters()), "lr_scale": decoder_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
     autocast, _ = autocast_and_scaler(torch.device("cpu"), amp)
     rng = np.random.default_rng(seed)
     rehearsed = rehearsal_batches(len(rehearsal), rehearsal_per_step, rng) if rehearsal else None
@@ -178,13 +192,14 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                 if elapsed >= budget:
                     break
                 for g in optimizer.param_groups:
-                    g["lr"] = learning_rate(schedule, step, elapsed / budget)
+                    g["lr"] = g["lr_scale"] * learning_rate(schedule, step, elapsed / budget)
                 with autocast():
-                    losses = memory_losses(model, [clips[i] for i in group], pooling_weight)
+                    losses = memory_losses(model, [some_questions(clips[i], questions_per_clip, rng) for i in group], pooling_weight)
                     if rehearsed is not None:  # a batch of its own: padded into the long batch, each short clip would cost what a long one does
                         shown = next(rehearsed)
                         share = len(shown) / (len(group) + len(shown))  # the two means weighted by clip count
-                        extra = memory_losses(model, [rehearsal[i] for i in shown], pooling_weight)
+                        extra = memory_losses(model, [some_questions(rehearsal[i], questions_per_clip, rng) for i in shown],
+                                              pooling_weight)
                         losses = {k: (1 - share) * v + share * extra[k] for k, v in losses.items()}
                 loss = losses["loss"]
                 optimizer.zero_grad()
@@ -204,5 +219,6 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     save_checkpoint(path, model, step=step, memory_training={"minutes": minutes, "clips": len(clips), "batch_size": batch_size,
                                                              "lr": lr, "seed": seed, "epochs": epoch, "pooling_weight": pooling_weight,
                                                              "rehearsal_clips": len(rehearsal), "rehearsal_per_step": rehearsal_per_step, "amp": amp,
+                                                             "questions_per_clip": questions_per_clip, "decoder_lr_scale": decoder_lr_scale,
                                                              "pooling_targets": list(POOLING_TARGETS) if pooling_weight else []})
     return path
