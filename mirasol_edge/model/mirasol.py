@@ -158,7 +158,8 @@ class MirasolModel(nn.Module):
         """Greedy decoding with the fixed-size self-attention cache.
 
         cross: per layer (B, h, C, hd), a stream's cross cache after `chunks` chunks (None: C / m, every
-        slot filled; a whole clip's cross keys/values (clip_context) are its K chunks'); summary: per layer (B, h, S, hd), the
+        slot filled; with clip_context's keys and values pass the clip's K, so that a summary attended only
+        past the window is attended as in a stream); summary: per layer (B, h, S, hd), the
         summary's keys and values (stream_summary, clip_context), required with a summary memory;
         prompt (B, T0) ids -> generated ids
         (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
