@@ -121,6 +121,11 @@ class ContextDecoder(nn.Module):
         feature alone, so a new chunk's entries are appended without recomputing older ones."""
         return [block.cross_attn.keys_values(features) for block in self.blocks]
 
+    def summary_attended(self, chunks: Tensor, slots: int) -> Tensor:
+        """chunks (B,) pushed to each stream, whose cross cache holds `slots` chunks -> (B,) bool: whether its
+        questions attend to the summary (always, or with summary_after_window once a chunk has left the slots)."""
+        return chunks > slots if self.summary_after_window else torch.ones_like(chunks, dtype=torch.bool)
+
     def write_cross(self, features: Tensor, chunk: Tensor, cross: list[KV]) -> list[KV]:
         """One chunk per stream into the cross cache: features (B, m, D) of chunk `chunk` (B,); cross per
         layer (B, h, C, hd), a ring of chunk slots like the temporal cache. Returns it with the chunk written."""
@@ -166,8 +171,7 @@ class ContextDecoder(nn.Module):
         mask = (cache[None, None, :] <= write[:, :, None])[:, None]  # (B, 1, T, L)
         cross_mask = ring_slots_filled(cross[0][0].shape[2], self.latents_per_chunk, chunks)  # (B, C)
         if summary is not None:  # [summary; ring]: (B, h, S + C, hd)
-            attend = chunks > cross[0][0].shape[2] // self.latents_per_chunk if self.summary_after_window else cross_mask.new_ones(b)  # (B,)
-            summary_mask = attend[:, None].expand(b, summary[0][0].shape[2])  # (B, S)
+            summary_mask = self.summary_attended(chunks, cross[0][0].shape[2] // self.latents_per_chunk)[:, None].expand(b, summary[0][0].shape[2])  # (B, S)
             cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
             cross_mask = torch.cat([summary_mask, cross_mask], dim=1)  # (B, S + C)
         cross_mask = cross_mask[:, None, None, :]  # (B, 1, 1, S + C)

@@ -33,7 +33,7 @@ def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) 
     window, window_mask = model.window(features, chunk_mask)  # (C, W*m, D), (C, W*m)
     cross = model.context_decoder.cross_keys_values(window)  # (C, h, W*m, hd)
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
-    attend = chunk_mask.sum(dim=1) > model.cfg.temporal_window if model.cfg.summary_after_window else window_mask.new_ones(len(window_mask))  # (C,)
+    attend = model.context_decoder.summary_attended(chunk_mask.sum(dim=1), window.shape[1] // m)  # (C,): as a stream of that many chunks
     return cross, torch.cat([attend[:, None].expand(-1, model.cfg.summary_tokens), window_mask], dim=1)
 
 
