@@ -230,3 +230,38 @@ def test_a_negative_decoder_lr_scale_is_one_sentence(tmp_path):
     result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--decoder-lr-scale", "-1"])
     assert result.exit_code == 2 and "--decoder-lr-scale must be" in result.output
 
+
+
+def test_bf16_caching_keeps_float32_features_close_to_float32_caching():
+    model = with_summary(tiny_model(temporal_window=2), 4)
+    clips = SyntheticDataset(model.cfg.chunk, 2, seed=3, questions_per_clip=None, durations=[4])
+    exact, bf16 = (cache_features(model, clips, "caching", workers=0, amp=amp) for amp in ("off", "bf16"))
+    for a, b in zip(exact, bf16):
+        assert b.features.dtype == torch.float32 and b.qa == a.qa
+        assert (b.features - a.features).abs().max() <= 0.05 * a.features.abs().max()
+
+
+def _steps_minutes(tmp_path, monkeypatch, total: str) -> dict:
+    """Runs train-memory with --total-minutes on two short clips, the steps replaced by a probe: what they were given."""
+    import mirasol_edge.train.memory as memory
+
+    save_checkpoint(tmp_path / "w.pt", tiny_model(temporal_window=2))
+    given = {}
+    monkeypatch.setattr(memory, "train_memory", lambda model, clips, out, minutes, *a, caching=None, **k:
+                        given.update(minutes=minutes, caching=caching) or out / "checkpoint.pt")
+    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--out", str(tmp_path / "run"), "--long-clips", "0",
+                                      "--short-clips", "2", "--workers", "0", "--minutes", "5", "--total-minutes", total])
+    return {"result": result, **given}
+
+
+def test_total_minutes_give_the_steps_what_caching_leaves(tmp_path, monkeypatch):
+    run = _steps_minutes(tmp_path, monkeypatch, "2")
+    assert run["result"].exit_code == 0, run["result"].output
+    cached = run["caching"]["seconds"] / 60
+    assert run["caching"]["amp"] == "off" and 0 < cached < 1
+    assert run["minutes"] == pytest.approx(2 - cached - 0.1, abs=0.01)  # not --minutes 5
+
+
+def test_total_minutes_that_caching_uses_up_are_one_sentence(tmp_path, monkeypatch):
+    run = _steps_minutes(tmp_path, monkeypatch, "0.001")
+    assert run["result"].exit_code == 2 and "leaving no time to train" in run["result"].output and "minutes" not in run

@@ -15,6 +15,7 @@ from mirasol_edge.cli.app import (
     with_video_backbone, write_json,
 )
 
+_SAVING_MINUTES = 0.1  # of --total-minutes kept for the last step and writing the checkpoint
 _THREADS = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; torchrun sets 1 per process).")
 
 
@@ -138,6 +139,9 @@ def train_memory(
         "are batched like the long ones, a share of the steps)."),
     off_grid_fraction: float = typer.Option(0.5, "--off-grid-fraction", help="Clips with events off the chunk grid, as a fraction."),
     minutes: float = typer.Option(7.0, "--minutes", help="Training time after the features are cached."),
+    total_minutes: Optional[float] = typer.Option(
+        None, "--total-minutes", help="Wall-clock budget of the whole command instead, caching included: the steps get "
+        "what loading and caching leave (the recipe's, so its three stages fit their hour however fast clips cache)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Clips per step."),
     questions_per_clip: int = typer.Option(
         0, "--questions-per-clip", help="Questions of each clip scored per step, drawn afresh each time (0: all); a step "
@@ -152,13 +156,16 @@ def train_memory(
         1.0, "--pooling-weight", help="Weight of the loss that shows the first summary tokens, one each, where the tone, the "
         "beeps, the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
     workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
-    amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps (caching stays float32): off or bf16 "
+    amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps: off or bf16 "
                             "(measured no faster on a CPU with AVX-512 BF16 and no AMX; RESULTS.md)."),
+    cache_amp: str = typer.Option("off", "--cache-amp", help="Mixed precision of the frozen stack while caching: off or "
+                                  "bf16 (the features are kept in float32; 1.8x faster with AVX-512 BF16, RESULTS.md)."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
 ):
     """Add a memory past the window to a trained model: cache the frozen features of long and short synthetic
     clips once, then train the summary memory and the context decoder on them (docs: README, RESULTS.md)."""
+    started = time.perf_counter()
     from mirasol_edge.checkpoint import load_checkpoint
     from mirasol_edge.data.dataset import SyntheticDataset
     from mirasol_edge.train.memory import cache_features, train_memory as run, with_summary
@@ -174,8 +181,11 @@ def train_memory(
         raise ValueError(f"--questions-per-clip must be >= 0 (0: every question), got {questions_per_clip}.")
     if short_per_step < 0 or (short_per_step and not (long_clips and short_clips)):
         raise ValueError(f"--short-per-step must be >= 0, and above 0 only with both long and short clips; got {short_per_step}.")
-    if amp not in ("off", "bf16"):
-        raise ValueError(f"--amp must be off or bf16 for train-memory (it runs on the CPU), got {amp!r}.")
+    if total_minutes is not None and not 0 < total_minutes < float("inf"):
+        raise ValueError(f"--total-minutes must be a finite number > 0, got {total_minutes}.")
+    for flag, value in (("--amp", amp), ("--cache-amp", cache_amp)):
+        if value not in ("off", "bf16"):
+            raise ValueError(f"{flag} must be off or bf16 for train-memory (it runs on the CPU), got {value!r}.")
     if summary_pooling not in ("latent", "chunk"):
         raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
     if not 0 <= pooling_weight < float("inf"):
@@ -190,14 +200,21 @@ def train_memory(
     if long_clips:
         durations = list(range(lo_hi[0], lo_hi[1] + 1))
         long_set = SyntheticDataset(spec, long_clips, data_seed, None, durations, off_grid=off_grid_fraction)
-        long = cache_features(model, long_set, "caching long clips", workers)
+        long = cache_features(model, long_set, "caching long clips", workers, cache_amp)
     if short_clips:
         short_set = SyntheticDataset(spec, short_clips, data_seed + 1, None, off_grid=off_grid_fraction)
-        short = cache_features(model, short_set, "caching short clips", workers)
+        short = cache_features(model, short_set, "caching short clips", workers, cache_amp)
+    cached = (time.perf_counter() - started) / 60
+    if total_minutes is not None:
+        minutes = total_minutes - cached - _SAVING_MINUTES
+        if minutes < _SAVING_MINUTES:
+            raise ValueError(f"Loading and caching took {cached:.1f} of the {total_minutes} --total-minutes, leaving no time "
+                             "to train: give more minutes or fewer --long-clips / --short-clips.")
+        typer.echo(f"cached in {cached:.1f} min; {minutes:.1f} min of steps left of --total-minutes {total_minutes}")
     clips, rehearsal = (long, short) if short_per_step else (long + short, [])
     path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight,
                rehearsal=rehearsal, rehearsal_per_step=short_per_step, amp=amp, questions_per_clip=questions_per_clip,
-               decoder_lr_scale=decoder_lr_scale)
+               decoder_lr_scale=decoder_lr_scale, caching={"amp": cache_amp, "seconds": round(cached * 60, 1)})
     typer.echo(f"wrote {path}")
     if json_out is not None:
         lines = (out / "log.jsonl").read_text().splitlines()

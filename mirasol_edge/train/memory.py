@@ -73,18 +73,21 @@ def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "laten
 
 
 @torch.no_grad()
-def cache_features(model: MirasolModel, clips: Dataset, label: str, workers: int = 1) -> list[CachedClip]:
-    """Each item of `clips` (a SyntheticDataset with every question per clip) -> its CachedClip."""
+def cache_features(model: MirasolModel, clips: Dataset, label: str, workers: int = 1, amp: str = "off") -> list[CachedClip]:
+    """Each item of `clips` (a SyntheticDataset with every question per clip) -> its CachedClip. amp: autocast
+    of the frozen stack (TrainConfig.amp on the CPU: off or bf16); the features are kept in float32 either way."""
     model.eval()
+    autocast, _ = autocast_and_scaler(torch.device("cpu"), amp)
     loader = DataLoader(clips, batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
     out = []
     with CountProgress(label) as progress:
         for i, examples in enumerate(loader):
             first = examples[0]
             waveform, frames = torch.from_numpy(first.waveform)[None], torch.from_numpy(first.frames)[None]
-            _, features = model.encode(waveform, frames)  # (1, K*m, D)
+            with autocast():
+                _, features = model.encode(waveform, frames)  # (1, K*m, D)
             targets = None if first.events is None else pooling_targets(first.events)
-            out.append(CachedClip(features[0].clone(), [(e.question, e.answer) for e in examples], targets))
+            out.append(CachedClip(features[0].float().clone(), [(e.question, e.answer) for e in examples], targets))
             progress(i + 1, len(clips))
     return out
 
@@ -155,7 +158,7 @@ def rehearsal_batches(count: int, per_step: int, rng: np.random.Generator):
 def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minutes: float, batch_size: int = 16,
                  lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0,
                  rehearsal: list[CachedClip] = (), rehearsal_per_step: int = 0, amp: str = "off",
-                 questions_per_clip: int = 0, decoder_lr_scale: float = 1.0) -> Path:
+                 questions_per_clip: int = 0, decoder_lr_scale: float = 1.0, caching: dict | None = None) -> Path:
     """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
     frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
     clips of which `rehearsal_per_step` join every batch of `clips`, in turn (the short clips beside the
@@ -164,7 +167,8 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16).
     questions_per_clip: each step scores this many of each clip's questions, drawn afresh (0: all). The step's
     cost is the context decoder over its questions, so fewer per clip buy more steps in the same minutes.
-    decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's."""
+    decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's. caching: how the clips
+    were cached (e.g. its amp and minutes), recorded with the checkpoint."""
     assert model.summary is not None, "the model has no summary memory to train"
     assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
     if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
@@ -220,5 +224,6 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                                                              "lr": lr, "seed": seed, "epochs": epoch, "pooling_weight": pooling_weight,
                                                              "rehearsal_clips": len(rehearsal), "rehearsal_per_step": rehearsal_per_step, "amp": amp,
                                                              "questions_per_clip": questions_per_clip, "decoder_lr_scale": decoder_lr_scale,
-                                                             "pooling_targets": list(POOLING_TARGETS) if pooling_weight else []})
+                                                             "pooling_targets": list(POOLING_TARGETS) if pooling_weight else [],
+                                                             "caching": caching or {}})
     return path
