@@ -55,10 +55,6 @@ class ModelConfig:
     # the context decoder attends to the summary only once a chunk has left the window (False: always, as
     # older checkpoints do); before that the window holds every chunk, and short clips answer from it alone
     summary_after_window: bool = False
-    # how the context decoder reads the summary: beside the window through each block's own cross-attention,
-    # one softmax over both ("shared", older checkpoints), or through a gated cross-attention of its own before
-    # each block ("gated", Flamingo's xattn layers: its gate starts at 0, so a frozen decoder answers as before)
-    summary_cross: str = "shared"
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
@@ -75,7 +71,6 @@ class ModelConfig:
         assert self.audio.n_mels % self.audio.patch_mels == 0, "patches must tile the mel bins"
         assert self.combiner.kind in ("transformer", "ttm"), f"unknown combiner {self.combiner.kind!r}"
         assert self.summary_pooling in ("latent", "chunk"), f"unknown summary pooling {self.summary_pooling!r}"
-        assert self.summary_cross in ("shared", "gated"), f"unknown summary cross-attention {self.summary_cross!r}"
 
     @property
     def audio_tokens(self) -> int:

@@ -16,22 +16,12 @@ from mirasol_edge.train.loss import question_context
 WINDOW, TOKENS = 3, 4
 
 
-def open_gates(model):
-    """Gated readers start closed (tanh(0) = 0: the summary changes nothing); tests open them as training would."""
-    if model.context_decoder.summary_readers is not None:
-        with torch.no_grad():
-            for reader in model.context_decoder.summary_readers:
-                reader.gate.fill_(0.7)
-    return model
-
-
-@pytest.fixture(params=[("latent", "shared"), ("chunk", "shared"), ("latent", "gated")], ids=lambda p: "-".join(p))
+@pytest.fixture(params=["latent", "chunk"])
 def model(request):
-    pooling, cross = request.param
-    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=pooling, summary_cross=cross)
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=request.param)
     with torch.no_grad():  # sharper queries than at initialisation: the pooling weights differ chunk to chunk
         model.summary.queries.mul_(100)
-    return open_gates(model)
+    return model
 
 
 def test_streamed_summary_equals_the_whole_clip_pooling(model):
@@ -52,7 +42,8 @@ def test_a_question_sees_the_same_in_a_stream_and_in_the_whole_clip(model, after
     prompt = model.prompt_tokens("what colour is the first shape?")
     with torch.no_grad():
         _, features = model.encode(waveform, frames)
-        whole = model.context_decoder(prompt, **question_context(model, features, torch.ones(1, chunks, dtype=torch.bool)))
+        cross, mask = question_context(model, features, torch.ones(1, chunks, dtype=torch.bool))
+        whole = model.context_decoder(prompt, cross, cross_mask=mask[:, None, None, :])
         state = model.init_stream()
         for k in range(chunks):
             state = model.push_chunk(state, waveform[:, k], frames[:, k])
@@ -78,9 +69,8 @@ def test_the_summary_changes_the_answer_logits(model):
     assert (a - b).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("cross", ["shared", "gated"])
-def test_after_the_window_the_summary_is_attended_only_once_a_chunk_has_left_it(cross):
-    model = open_gates(tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True, summary_cross=cross))
+def test_after_the_window_the_summary_is_attended_only_once_a_chunk_has_left_it():
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True)
     waveform, frames = random_chunks(model.cfg, batch=1, chunks=WINDOW + 1)
     prompt = model.prompt_tokens("how many beeps?")
     empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
@@ -95,29 +85,6 @@ def test_after_the_window_the_summary_is_attended_only_once_a_chunk_has_left_it(
             b, _ = model.context_decoder.step(*args, model.summary_keys_values(torch.randn_like(state.summary)))
             moved.append(float((a - b).abs().max()))
     assert moved[:WINDOW] == [0.0] * WINDOW and moved[WINDOW] > 1e-3
-
-
-@pytest.mark.parametrize("open_gate, chunks", [(False, 2 * WINDOW + 1), (True, WINDOW)])
-def test_gated_readers_answer_as_the_window_only_model_while_closed_or_in_the_window(open_gate, chunks):
-    """The stage-2 answers kept exactly: a closed gate adds nothing, and within the window the readers are off."""
-    from mirasol_edge.train.memory import with_summary
-
-    window_only = tiny_model(temporal_window=WINDOW)
-    model = with_summary(window_only, TOKENS, after_window=True, cross="gated")
-    if open_gate:
-        open_gates(model)
-    waveform, frames = random_chunks(model.cfg, batch=1, chunks=chunks)
-    question = model.prompt_tokens("how many beeps?")
-    empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
-    logits = []
-    with torch.no_grad():
-        for m in (window_only, model):
-            state = m.init_stream()
-            for k in range(chunks):
-                state = m.push_chunk(state, waveform[:, k], frames[:, k])
-            logits.append(m.context_decoder.step(question, torch.zeros(1, dtype=torch.long), [(empty, empty)] * m.cfg.context_layers,
-                                                 state.cross, torch.tensor([chunks]), m.stream_summary(state))[0])
-    assert torch.equal(logits[0], logits[1])
 
 
 def test_the_pooling_weights_differ_from_chunk_to_chunk(model):
@@ -245,11 +212,10 @@ def test_chunk_pooling_survives_export_and_the_runtime(tmp_path):
         assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
 
 
-@pytest.mark.parametrize("cross", ["shared", "gated"])
-def test_a_summary_attended_after_the_window_survives_export_and_the_runtime(tmp_path, cross):
+def test_a_summary_attended_after_the_window_survives_export_and_the_runtime(tmp_path):
     from mirasol_edge.export import export_bundle
 
-    model = open_gates(tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True, summary_cross=cross))
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_after_window=True)
     with torch.no_grad():
         model.summary.queries.mul_(100)
     runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch

@@ -39,19 +39,15 @@ def test_training_moves_only_the_summary_and_the_context_decoder(tmp_path):
     assert trained.cfg.summary_tokens == 4 and json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] >= 1
 
 
-@pytest.mark.parametrize("summary_tokens, cross", [(0, "shared"), (4, "shared"), (4, "gated")])
-def test_the_answer_loss_attends_once_per_clip_as_a_copy_per_question_would(summary_tokens, cross):
+@pytest.mark.parametrize("summary_tokens", [0, 4])
+def test_the_answer_loss_attends_once_per_clip_as_a_copy_per_question_would(summary_tokens):
     """Questions grouped per clip (padded to the most questions) score exactly what one row per question scores."""
     import torch.nn.functional as F
 
     from mirasol_edge.batching import IGNORE, text_batch
     from mirasol_edge.train.loss import answer_loss_sum, question_context
 
-    model = tiny_model(temporal_window=2, summary_tokens=summary_tokens, summary_cross=cross)
-    if cross == "gated":
-        with torch.no_grad():
-            for reader in model.context_decoder.summary_readers:
-                reader.gate.fill_(0.7)
+    model = tiny_model(temporal_window=2, summary_tokens=summary_tokens)
     m, d = model.cfg.combiner.latents, model.cfg.d_model
     features = torch.randn(3, 5 * m, d)  # (C, K*m, D): 5, 3 and 4 real chunks
     chunk_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]])
@@ -59,10 +55,9 @@ def test_the_answer_loss_attends_once_per_clip_as_a_copy_per_question_would(summ
           [("how many shapes?", "2"), ("what shape?", "circle"), ("what came first?", "the beeps")]]
     batch = {"chunk_mask": chunk_mask, **text_batch(qa, model.cfg.max_text_len)}
     clip = batch["question_clip"]
-    context = question_context(model, features, chunk_mask)
-    copied = {name: [(k[clip], v[clip]) for k, v in value] if name in ("cross", "summary") else value[clip]
-              for name, value in context.items()}  # (B, h, n, hd): one copy per question
-    logits = model.context_decoder(batch["tokens"], **copied)
+    cross, cross_mask = question_context(model, features, chunk_mask)
+    copied = [(k[clip], v[clip]) for k, v in cross]  # (B, h, n, hd): one copy per question
+    logits = model.context_decoder(batch["tokens"], copied, cross_mask=cross_mask[clip][:, None, None, :])
     per_question = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
     torch.testing.assert_close(answer_loss_sum(model, features, batch), per_question)
 
@@ -228,24 +223,6 @@ def test_a_decoder_lr_scale_of_zero_leaves_the_context_decoder_as_trained(tmp_pa
     after = load_checkpoint(path)[0].state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("summary.") for k in moved)
-
-
-def test_gated_readers_train_with_the_summary_while_the_decoder_stays_frozen(tmp_path):
-    model = with_summary(tiny_model(temporal_window=2), 4, cross="gated")
-    m, d = model.cfg.combiner.latents, model.cfg.d_model
-    clips = [CachedClip(torch.randn(5 * m, d), [("how many beeps?", "2")]) for _ in range(2)]
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    path = train_memory(model, clips, tmp_path / "run", minutes=0.02, batch_size=2, say=lambda _: None, decoder_lr_scale=0.0)
-    after = load_checkpoint(path)[0].state_dict()
-    moved = {k.split(".")[0] if k.startswith("summary.") else ".".join(k.split(".")[:2])
-             for k in before if not torch.equal(before[k], after[k])}
-    assert moved == {"summary", "context_decoder.summary_readers"}
-
-
-def test_an_unknown_summary_cross_is_one_sentence(tmp_path):
-    save_checkpoint(tmp_path / "w.pt", tiny_model())
-    result = CliRunner().invoke(app, ["train-memory", str(tmp_path / "w.pt"), "--summary-cross", "mixed"])
-    assert result.exit_code == 2 and "--summary-cross must be" in result.output
 
 
 def test_a_negative_decoder_lr_scale_is_one_sentence(tmp_path):

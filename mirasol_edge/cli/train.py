@@ -131,10 +131,6 @@ def train_memory(
     summary_after_window: bool = typer.Option(
         False, "--summary-after-window/--summary-always", help="Whether the context decoder attends to the summary only once "
         "a chunk has left the window (clips that fit in it answer from the window alone; the recipe's), or always."),
-    summary_cross: str = typer.Option(
-        "shared", "--summary-cross", help="How the context decoder reads the summary: beside the window, through its own "
-        "cross-attention (shared), or through a gated cross-attention of its own before each block (gated: with "
-        "--decoder-lr-scale 0 the decoder keeps every answer it gave without the summary; RESULTS.md)."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
@@ -192,15 +188,13 @@ def train_memory(
             raise ValueError(f"{flag} must be off or bf16 for train-memory (it runs on the CPU), got {value!r}.")
     if summary_pooling not in ("latent", "chunk"):
         raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
-    if summary_cross not in ("shared", "gated"):
-        raise ValueError(f"--summary-cross must be shared or gated, got {summary_cross!r}.")
     if not 0 <= pooling_weight < float("inf"):
         raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, summary_cross)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:

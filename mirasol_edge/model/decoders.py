@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mirasol_edge.config import ModelConfig
-from mirasol_edge.model.layers import Block, MultiHeadAttention, rotary, write_cache
+from mirasol_edge.model.layers import Block, rotary, write_cache
 
 KV = tuple[Tensor, Tensor]  # key, value: each (B, h, N, hd)
 
@@ -100,29 +100,6 @@ class TemporalDecoder(nn.Module):
         return self.norm(x), present
 
 
-class SummaryReader(nn.Module):
-    """Flamingo's gated cross-attention (Alayrac et al., 2022), reading the summary before a context decoder
-    block: x + tanh(gate) * attend(norm(x), summary). The gate starts at 0, so a decoder trained without a
-    summary answers exactly as it did until the reader has learnt something, and where the summary is not
-    attended (`on` 0) it answers exactly as it did, whatever the reader learnt."""
-
-    def __init__(self, d_model: int, n_heads: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_heads)
-        self.gate = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: Tensor, summary: KV, on: Tensor, group: int = 1) -> Tensor:
-        """x (B, T, D); summary: key, value (B / G, h, S, hd), G = group consecutive rows of x sharing one;
-        on (B / G,) 1 where the summary is attended, 0 where not. Returns x (B, T, D)."""
-        gate = (torch.tanh(self.gate) * on)[:, None, None]  # (B / G, 1, 1)
-        if group == 1:  # the exported graphs
-            return x + gate * self.attn.attend(self.norm(x), *summary)
-        b, t, d = x.shape
-        y = self.attn.attend(self.norm(x).reshape(b // group, group * t, d), *summary)  # (B / G, G*T, D): rows attend independently
-        return x + (gate * y).reshape(b, t, d)
-
-
 class ContextDecoder(nn.Module):
     """Decoder-only text transformer: causal self-attention with a KV cache, and cross-attention to
     the temporal features of every chunk seen so far (their keys/values computed once per chunk)."""
@@ -137,16 +114,7 @@ class ContextDecoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)  # tied output projection: N(0, 1) would start with huge logits
         self.position = nn.Parameter(torch.randn(cfg.max_text_len, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cross=True) for _ in range(cfg.context_layers))
-        gated = cfg.summary_tokens and cfg.summary_cross == "gated"
-        self.summary_readers = nn.ModuleList(SummaryReader(d, cfg.n_heads) for _ in self.blocks) if gated else None
         self.norm = nn.LayerNorm(d)
-
-    def summary_keys_values(self, tokens: Tensor) -> list[KV]:
-        """Summary tokens (B, S, D) -> per layer (key, value) (B, h, S, hd): through each block's cross-attention
-        ("shared") or each reader's ("gated"; ModelConfig.summary_cross)."""
-        if self.summary_readers is None:
-            return self.cross_keys_values(tokens)
-        return [reader.attn.keys_values(tokens) for reader in self.summary_readers]
 
     def cross_keys_values(self, features: Tensor) -> list[KV]:
         """features (B, n, D) -> per layer (cross_key, cross_value) (B, h, n, hd). Depends on each
@@ -168,23 +136,17 @@ class ContextDecoder(nn.Module):
     def _logits(self, x: Tensor) -> Tensor:
         return self.norm(x) @ self.embed.weight.T  # output projection tied to the embedding
 
-    def forward(self, tokens: Tensor, cross: list[KV], cross_mask: Tensor | None = None, questions_per_clip: int = 1,
-                summary: list[KV] | None = None, summary_on: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cross: list[KV], cross_mask: Tensor | None = None, questions_per_clip: int = 1) -> Tensor:
         """Whole sequences: tokens (B, T) from position 0; cross: per layer (C, h, N, hd) of C clips,
         B = C * questions_per_clip, rows [c*Q, (c+1)*Q) asking about clip c (its keys and values are
         attended once, not copied per question); cross_mask (C, 1, 1, N) True where a feature may be
-        attended (padding). With gated summary readers: summary per layer (C, h, S, hd) and summary_on (C,)
-        bool, whether each clip's questions read it (a "shared" summary rides in cross instead).
-        Returns logits (B, T, vocab)."""
+        attended (padding). Returns logits (B, T, vocab)."""
         t = tokens.shape[1]
         assert tokens.shape[0] == cross[0][0].shape[0] * questions_per_clip, "B = C * questions_per_clip"
-        assert (summary is not None) == (self.summary_readers is not None), "gated readers take the summary apart from cross"
         x = self.embed(tokens) + self.position[:t]
         index = torch.arange(t, device=tokens.device)
         mask = index[None, :] <= index[:, None]  # (T, T) causal
-        for i, (block, kv) in enumerate(zip(self.blocks, cross)):
-            if summary is not None:
-                x = self.summary_readers[i](x, summary[i], summary_on.to(x.dtype), questions_per_clip)
+        for block, kv in zip(self.blocks, cross):
             x, _ = block(x, mask=mask, cross=kv, cross_mask=cross_mask, cross_group=questions_per_clip)
         return self._logits(x)
 
@@ -197,8 +159,7 @@ class ContextDecoder(nn.Module):
         cross: per layer (B, h, C, hd), the stream's cross cache (a ring of chunk slots); chunks (B,) int64,
         chunks pushed to the stream (the first min(chunks, C / m) slots are filled); summary: per layer
         (B, h, S, hd), the keys and values of the memory past the window (model/summary.py), attended
-        beside the cross cache or by the gated readers (ModelConfig.summary_cross; with summary_after_window
-        only once chunks > C / m, a chunk has left the ring).
+        beside the cross cache (with summary_after_window only once chunks > C / m, a chunk has left the ring).
         Returns logits (B, T, vocab) and present per layer, shaped as past, the tokens written in.
         A prefill is a step from position 0; rows padded at the end write padding the next steps overwrite.
         """
@@ -209,16 +170,13 @@ class ContextDecoder(nn.Module):
         cache = torch.arange(past[0][0].shape[2], device=tokens.device)
         mask = (cache[None, None, :] <= write[:, :, None])[:, None]  # (B, 1, T, L)
         cross_mask = ring_slots_filled(cross[0][0].shape[2], self.latents_per_chunk, chunks)  # (B, C)
-        attended = None if summary is None else self.summary_attended(chunks, cross[0][0].shape[2] // self.latents_per_chunk)  # (B,)
-        if summary is not None and self.summary_readers is None:  # shared: [summary; ring], (B, h, S + C, hd)
-            summary_mask = attended[:, None].expand(b, summary[0][0].shape[2])  # (B, S)
+        if summary is not None:  # [summary; ring]: (B, h, S + C, hd)
+            summary_mask = self.summary_attended(chunks, cross[0][0].shape[2] // self.latents_per_chunk)[:, None].expand(b, summary[0][0].shape[2])  # (B, S)
             cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
             cross_mask = torch.cat([summary_mask, cross_mask], dim=1)  # (B, S + C)
-        cross_mask = cross_mask[:, None, None, :]  # (B, 1, 1, S + C) or (B, 1, 1, C)
+        cross_mask = cross_mask[:, None, None, :]  # (B, 1, 1, S + C)
         present = []
-        for i, (block, kv, ckv) in enumerate(zip(self.blocks, past, cross)):
-            if summary is not None and self.summary_readers is not None:
-                x = self.summary_readers[i](x, summary[i], attended.to(x.dtype))
+        for block, kv, ckv in zip(self.blocks, past, cross):
             x, kv = block(x, mask=mask, past=kv, cross=ckv, cross_mask=cross_mask, write=write, attend_cache=True)
             present.append(kv)
         return self._logits(x), present

@@ -91,7 +91,7 @@ class MirasolModel(nn.Module):
 
     def summary_keys_values(self, summary: Tensor) -> list[KV]:
         """A summary state (B, S, D + 1) as the context decoder attends to it: per layer (B, h, S, hd)."""
-        return self.context_decoder.summary_keys_values(self.summary.summary_tokens(summary))
+        return self.context_decoder.cross_keys_values(self.summary.summary_tokens(summary))
 
     def window(self, features: Tensor, chunk_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Whole clips with a summary: features (B, K*m, D), chunk_mask (B, K) with padding after the real

@@ -21,25 +21,20 @@ def loss_counts(batch: dict[str, Tensor]) -> Tensor:
     return torch.stack([(batch["labels"] != IGNORE).sum(), batch["chunk_mask"][:, 1:].sum(), events]).float()
 
 
-def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) -> dict:
-    """Features (C, K*m, D) of C clips with chunk_mask (C, K) -> what their questions cross-attend to, as
-    ContextDecoder.forward's keywords: cross, per layer keys, values (C, h, n, hd), and cross_mask (C, 1, 1, n)
-    of what is there. n = K*m; with a summary memory the last W = min(temporal_window, K) real chunks of
-    each clip, as a stream has them, and the summary: first in cross (n = S + W*m, "shared"), or apart for
-    the gated readers (summary (C, h, S, hd) per layer, summary_on (C,))."""
+def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) -> tuple[list, Tensor]:
+    """Features (C, K*m, D) of C clips with chunk_mask (C, K) -> what their questions cross-attend to:
+    per layer keys, values (C, h, n, hd), and the mask (C, n) of what is there. n = K*m, or S + W*m
+    with a summary memory (the summary first, then the last W = min(temporal_window, K) real chunks
+    of each clip, as a stream has them)."""
     m = model.cfg.combiner.latents
     if model.summary is None:
-        return {"cross": model.context_decoder.cross_keys_values(features),
-                "cross_mask": chunk_mask.repeat_interleave(m, dim=1)[:, None, None, :]}  # (C, K) -> (C, 1, 1, K*m)
+        return model.context_decoder.cross_keys_values(features), chunk_mask.repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
     summary = model.summary_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
     window, window_mask = model.window(features, chunk_mask)  # (C, W*m, D), (C, W*m)
     cross = model.context_decoder.cross_keys_values(window)  # (C, h, W*m, hd)
-    attend = model.context_decoder.summary_attended(chunk_mask.sum(dim=1), window.shape[1] // m)  # (C,): as a stream of that many chunks
-    if model.context_decoder.summary_readers is not None:
-        return {"cross": cross, "cross_mask": window_mask[:, None, None, :], "summary": summary, "summary_on": attend}
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]
-    mask = torch.cat([attend[:, None].expand(-1, model.cfg.summary_tokens), window_mask], dim=1)  # (C, S + W*m)
-    return {"cross": cross, "cross_mask": mask[:, None, None, :]}
+    attend = model.context_decoder.summary_attended(chunk_mask.sum(dim=1), window.shape[1] // m)  # (C,): as a stream of that many chunks
+    return cross, torch.cat([attend[:, None].expand(-1, model.cfg.summary_tokens), window_mask], dim=1)
 
 
 def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tensor]) -> Tensor:
@@ -47,7 +42,7 @@ def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tens
     chunk_mask (C, K), tokens / labels (B, T) and question_clip (B,) in clip order (batching.text_batch)."""
     clip, tokens, labels = batch["question_clip"], batch["tokens"], batch["labels"]
     assert bool((clip[1:] >= clip[:-1]).all()), "questions come in clip order"
-    context = question_context(model, features, batch["chunk_mask"])
+    cross, cross_mask = question_context(model, features, batch["chunk_mask"])
     # Each clip's questions in Q rows, the last ones padding that score nothing: (B, T) -> (C*Q, T), so the
     # decoder attends to a clip's keys and values once for all its questions instead of a copy per question.
     c, b = features.shape[0], clip.shape[0]
@@ -56,7 +51,7 @@ def answer_loss_sum(model: MirasolModel, features: Tensor, batch: dict[str, Tens
     row = clip * q + torch.arange(b, device=clip.device) - (per_clip.cumsum(0) - per_clip)[clip]  # (B,) its row of C*Q
     grouped_tokens = tokens.new_full((c * q, tokens.shape[1]), tokenizer.PAD).index_copy(0, row, tokens)
     grouped_labels = labels.new_full((c * q, labels.shape[1]), IGNORE).index_copy(0, row, labels)
-    logits = model.context_decoder(grouped_tokens, questions_per_clip=q, **context)
+    logits = model.context_decoder(grouped_tokens, cross, cross_mask=cross_mask[:, None, None, :], questions_per_clip=q)
     return F.cross_entropy(logits.flatten(0, 1).float(), grouped_labels.flatten(), ignore_index=IGNORE, reduction="sum")
 
 

@@ -62,20 +62,14 @@ def pooling_targets(events: np.ndarray) -> Tensor:
     return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first, *colours]))
 
 
-def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False,
-                 cross: str = "shared") -> MirasolModel:
+def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False) -> MirasolModel:
     """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
-    attended always or only after the window (ModelConfig.summary_after_window), read beside the window or by
-    gated readers (ModelConfig.summary_cross), its weights, a fresh summary memory (and readers)."""
-    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window,
-                  summary_cross=cross)
+    attended always or only after the window (ModelConfig.summary_after_window), its weights, a fresh summary memory."""
+    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window)
     out = MirasolModel(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(_MEMORY_PARTS) for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith("summary.") for k in missing), (missing, unexpected)
     return out
-
-
-_MEMORY_PARTS = ("summary.", "context_decoder.summary_readers.")  # what with_summary adds and train_memory trains at full rate
 
 
 @torch.no_grad()
@@ -165,29 +159,28 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
                  lr: float = 1e-3, seed: int = 0, say=print, pooling_weight: float = 0.0,
                  rehearsal: list[CachedClip] = (), rehearsal_per_step: int = 0, amp: str = "off",
                  questions_per_clip: int = 0, decoder_lr_scale: float = 1.0, caching: dict | None = None) -> Path:
-    """Train the summary memory (and its gated readers) and the context decoder of `model` on `clips` for
-    `minutes`; the rest stays frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
+    """Train the summary memory and the context decoder of `model` on `clips` for `minutes`; the rest stays
+    frozen. pooling_weight: of the pooling loss (memory_losses; the clips need their targets). rehearsal:
     clips of which `rehearsal_per_step` join every batch of `clips`, in turn (the short clips beside the
     long ones, so the context decoder cannot drift off them; measured, it holds them a little better but
     each step costs more, so fewer steps fit the minutes; RESULTS.md). Writes out/checkpoint.pt and out/log.jsonl (one
     line per step); returns the checkpoint's path. amp: autocast as TrainConfig.amp on the CPU (off or bf16).
     questions_per_clip: each step scores this many of each clip's questions, drawn afresh (0: all). The step's
     cost is the context decoder over its questions, so fewer per clip buy more steps in the same minutes.
-    decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's (0: frozen). caching: how the clips
+    decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's. caching: how the clips
     were cached (e.g. its amp and minutes), recorded with the checkpoint."""
     assert model.summary is not None, "the model has no summary memory to train"
     assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
     if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
         raise ValueError("pooling supervision needs per-second event labels (synthetic clips in 1 s chunks); "
                          "set its weight to 0 for this model.")
-    memory = [p for n, p in model.named_parameters() if n.startswith(_MEMORY_PARTS)]
-    decoder = [p for n, p in model.named_parameters() if n.startswith("context_decoder.") and not n.startswith(_MEMORY_PARTS)]
-    trained = memory + (decoder if decoder_lr_scale else [])  # a frozen decoder costs no weight gradients
+    trained = [*model.summary.parameters(), *model.context_decoder.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
-    groups = [{"params": memory, "lr_scale": 1.0}] + ([{"params": decoder, "lr_scale": decoder_lr_scale}] if decoder_lr_scale else [])
+    groups = [{"params": list(model.summary.parameters()), "lr_scale": 1.0},
+              {"params": list(model.context_decoder.parameters()), "lr_scale": decoder_lr_scale}]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
     autocast, _ = autocast_and_scaler(torch.device("cpu"), amp)
     rng = np.random.default_rng(seed)
