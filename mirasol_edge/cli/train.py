@@ -155,7 +155,9 @@ def train_memory(
     pooling_weight: float = typer.Option(
         1.0, "--pooling-weight", help="Weight of the loss that shows the first summary tokens, one each, where the tone, the "
         "beeps, the noise, the first chunk and each colour are (the generator's per-second labels); 0: the answers alone."),
-    workers: int = typer.Option(1, "--workers", help="Processes rendering clips while the model encodes."),
+    workers: int = typer.Option(
+        0, "--workers", help="Processes rendering clips while the model encodes (0: the same process, in turn; on 2 "
+        "cores 1.3-1.4x faster than one worker, which competes with the encoder's threads and ships each clip over; RESULTS.md)."),
     amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps: off or bf16 "
                             "(measured no faster on a CPU with AVX-512 BF16 and no AMX; RESULTS.md)."),
     cache_amp: str = typer.Option("off", "--cache-amp", help="Mixed precision of the frozen stack while caching: off or "
