@@ -216,7 +216,7 @@ def train_memory(
     clips, rehearsal = (long, short) if short_per_step else (long + short, [])
     path = run(model, clips, out, minutes, batch_size, lr, data_seed, say=typer.echo, pooling_weight=pooling_weight,
                rehearsal=rehearsal, rehearsal_per_step=short_per_step, amp=amp, questions_per_clip=questions_per_clip,
-               decoder_lr_scale=decoder_lr_scale, caching={"amp": cache_amp, "seconds": round(cached * 60, 1)})
+               decoder_lr_scale=decoder_lr_scale, caching={"amp": cache_amp, "seconds": round(cached * 60, 2)})
     typer.echo(f"wrote {path}")
     if json_out is not None:
         lines = (out / "log.jsonl").read_text().splitlines()
