@@ -231,7 +231,6 @@ def test_a_negative_decoder_lr_scale_is_one_sentence(tmp_path):
     assert result.exit_code == 2 and "--decoder-lr-scale must be" in result.output
 
 
-
 def test_bf16_caching_keeps_float32_features_close_to_float32_caching():
     model = with_summary(tiny_model(temporal_window=2), 4)
     clips = SyntheticDataset(model.cfg.chunk, 2, seed=3, questions_per_clip=None, durations=[4])

@@ -161,7 +161,7 @@ def train_memory(
     amp: str = typer.Option("off", "--amp", help="Mixed precision of the training steps: off or bf16 "
                             "(measured no faster on a CPU with AVX-512 BF16 and no AMX; RESULTS.md)."),
     cache_amp: str = typer.Option("off", "--cache-amp", help="Mixed precision of the frozen stack while caching: off or "
-                                  "bf16 (the features are kept in float32; 1.8x faster with AVX-512 BF16, RESULTS.md)."),
+                                  "bf16 (the features are kept in float32; 1.1x faster in one process with AVX-512 BF16, RESULTS.md)."),
     threads: Optional[int] = _THREADS,
     json_out: Optional[Path] = json_option("checkpoint, log, and the last line of log.jsonl (step, epoch, seconds, loss)"),
 ):

@@ -73,7 +73,7 @@ def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "laten
 
 
 @torch.no_grad()
-def cache_features(model: MirasolModel, clips: Dataset, label: str, workers: int = 1, amp: str = "off") -> list[CachedClip]:
+def cache_features(model: MirasolModel, clips: Dataset, label: str, workers: int = 0, amp: str = "off") -> list[CachedClip]:
     """Each item of `clips` (a SyntheticDataset with every question per clip) -> its CachedClip. amp: autocast
     of the frozen stack (TrainConfig.amp on the CPU: off or bf16); the features are kept in float32 either way."""
     model.eval()
@@ -168,7 +168,7 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     questions_per_clip: each step scores this many of each clip's questions, drawn afresh (0: all). The step's
     cost is the context decoder over its questions, so fewer per clip buy more steps in the same minutes.
     decoder_lr_scale: the context decoder's learning rate as a fraction of the summary's. caching: how the clips
-    were cached (e.g. its amp and minutes), recorded with the checkpoint."""
+    were cached (e.g. its amp and seconds), recorded with the checkpoint."""
     assert model.summary is not None, "the model has no summary memory to train"
     assert bool(rehearsal) == bool(rehearsal_per_step), "rehearsal clips and how many per step come together"
     if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
