@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,19 +55,22 @@ def export_bundle(
     model.eval()
 
     created = _make_parents(out.parent)
+    # Named before it exists: an interrupt that lands just after the mkdir still finds it to remove
+    # (tempfile.mkdtemp hands the name back only after making the directory).
+    staging: Path | None = out.parent / f".{out.name}.partial-{secrets.token_hex(8)}"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is as readable as any new directory
-    except OSError as e:
-        _remove_dirs(created)
-        raise ValueError(f"cannot write to {out.parent} ({e.strerror}); choose a writable output directory.") from None
-    try:
+        try:
+            staging.mkdir()  # 0o777 less the umask: a bundle is as readable as any new directory
+        except OSError as e:
+            staging = None  # not made here (a name taken is someone else's): nothing to remove
+            raise ValueError(f"cannot write to {out.parent} ({e.strerror}); choose a writable output directory.") from None
         graphs = _export_all(model, staging, precision, opset, validate, external_data, say)
         tolerance = _tolerance(precision) if validate else None
         write_manifest(staging, build_manifest(model.cfg, staging, graphs, precision, opset, tolerance))
         _swap_into_place(staging, out)
     except BaseException:  # KeyboardInterrupt included: never leave a partial bundle behind
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         _remove_dirs(created)
         raise
     finally:
@@ -202,12 +205,6 @@ def _make_parents(parent: Path) -> list[Path]:
         _remove_dirs(missing)
         raise ValueError(f"cannot create {parent} ({e.strerror}); choose a writable output directory.") from None
     return missing
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
 
 
 def _remove_dirs(dirs: list[Path]) -> None:

@@ -68,3 +68,23 @@ def test_a_sigterm_dropped_in_a_finaliser_still_stops_the_export_without_its_bun
     result = CliRunner().invoke(app, ["export", str(tmp_path / "m.pt"), str(out)])
     assert result.exit_code != 0
     assert not out.exists()
+
+
+def test_an_interrupt_just_after_the_staging_directory_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The narrowest window: the directory exists, the call that made it has not returned yet
+    (CI once sent SIGTERM there and found `.bundle.partial-*` left behind)."""
+    from mirasol_edge.export import export_bundle
+
+    model = trained()[0]  # before the patch: trained() exports its own bundle the first time
+    make_dir = os.mkdir
+
+    def mkdir_then_interrupt(path, *args, **kwargs):
+        make_dir(path, *args, **kwargs)
+        if os.path.basename(path).startswith(".bundle.partial-"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_interrupt)
+    out = tmp_path / "out" / "bundle"
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(model, out)
+    assert not (tmp_path / "out").exists()  # neither the staging directory nor the parent it made
