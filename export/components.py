@@ -130,7 +130,7 @@ class ContextCrossKVGraph(nn.Module):
         if summary is None:
             return present
         summary = self.summary(summary, features, chunk_position)
-        return (*present, summary, *_flat(self.model.summary_keys_values(summary, chunk_position + 1)))
+        return (*present, summary, *_flat(self.model.summary_keys_values(summary)))
 
 
 class ContextDecoderGraph(nn.Module):

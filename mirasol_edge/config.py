@@ -55,15 +55,6 @@ class ModelConfig:
     # the context decoder attends to the summary only once a chunk has left the window (False: always, as
     # older checkpoints do); before that the window holds every chunk, and short clips answer from it alone
     summary_after_window: bool = False
-    # each summary token also pools its entries' time exactly (weight, time, time squared: model/summary.py) and
-    # carries where in the stream it looked, as a fraction of the chunks seen (False: as older checkpoints)
-    summary_time: bool = False
-    # with "latent" pooling, each entry's value also reads its chunk's mean latent (a zero-initialised linear map), so
-    # the token that found the noise also carries the colour on screen then (False: as older checkpoints)
-    summary_chunk_mean: bool = False
-    # one transformer block over the S summary tokens, rotary positions at each token's pooled mean time (needs
-    # summary_time): a token can then say what it found before or after the others (False: as older checkpoints)
-    summary_mixer: bool = False
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
@@ -80,8 +71,6 @@ class ModelConfig:
         assert self.audio.n_mels % self.audio.patch_mels == 0, "patches must tile the mel bins"
         assert self.combiner.kind in ("transformer", "ttm"), f"unknown combiner {self.combiner.kind!r}"
         assert self.summary_pooling in ("latent", "chunk"), f"unknown summary pooling {self.summary_pooling!r}"
-        assert not (self.summary_chunk_mean and self.summary_pooling == "chunk"), "whole-chunk entries read their chunk already"
-        assert self.summary_time or not self.summary_mixer, "the summary mixer places tokens at their pooled time: summary_time"
 
     @property
     def audio_tokens(self) -> int:

@@ -67,12 +67,12 @@ def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int
         def context_cross_kv(features, chunk, cross):  # as the graph: the cross ring, and the summary with its keys and values
             model.context_decoder.write_cross(features, chunk, cross)
             if summary is not None:
-                model.summary_keys_values(model.summary(summary, features, chunk), chunk + 1)
+                model.summary_keys_values(model.summary(summary, features, chunk))
 
         count("context_cross_kv", context_cross_kv, features, chunk, [(kv, kv)] * cfg.context_layers)
         token = torch.zeros(1, 1, dtype=torch.long)
         self_kv = torch.zeros(1, h, cfg.max_text_len, d // h)
-        summary_kv = None if summary is None else model.summary_keys_values(summary, torch.full((1,), cfg.temporal_window))
+        summary_kv = None if summary is None else model.summary_keys_values(summary)
         count("context_token", model.context_decoder.step, token, torch.full((1,), text_tokens), [(self_kv, self_kv)] * cfg.context_layers,
               [(kv, kv)] * cfg.context_layers, torch.full((1,), cfg.temporal_window), summary_kv)
     stages["chunk_total"] = sum(v for k, v in stages.items() if k != "context_token")

@@ -48,9 +48,6 @@ class GraphSpec:
         return f"{self.name}.onnx"
 
 
-SUMMARY_TIME_MOMENTS = 3  # pooled per summary token with summary_time: its weight, time and time squared
-
-
 @dataclass(frozen=True)
 class Dims:
     """The fixed dims of a bundle's graphs, from its model config."""
@@ -69,13 +66,6 @@ class Dims:
     temporal_layers: int
     context_layers: int
     summary: int = 0  # Sm: summary tokens of the memory past the window (0: the window only)
-    summary_time: bool = False  # each summary token also pools SUMMARY_TIME_MOMENTS time moments
-
-    @property
-    def summary_width(self) -> int:
-        """Per summary token in its state: the pooled output (D), its time moments (with summary_time), the
-        log of its softmax denominator (1): model/summary.py."""
-        return self.width + (SUMMARY_TIME_MOMENTS if self.summary_time else 0) + 1
 
     @property
     def head_dim(self) -> int:
@@ -98,7 +88,6 @@ class Dims:
             memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, max_text_len=config["max_text_len"],
             vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
             summary=config.get("summary_tokens", OPTIONAL["summary_tokens"]),
-            summary_time=config.get("summary_time", OPTIONAL["summary_time"]),
         )
 
 
@@ -127,7 +116,8 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     # keys and values, which the context decoder attends to beside the cross cache.
     summary_in, summary_out, summary_kv = {}, {}, {}
     if dims.summary:
-        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, dims.summary_width))
+        # per token: the pooled output so far (D) and the log of its softmax denominator (1): model/summary.py
+        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, d + 1))
         summary_kv = {n: cache(dims.summary) for n in cache_names("summary", lc)}
     specs = [
         GraphSpec("audio_extractor", {"waveform": TensorSpec(f32, ("batch", dims.samples))}, {"audio_tokens": audio}),
@@ -190,9 +180,9 @@ _SECTIONS: dict[str | None, dict[str, tuple[type, Any, Any]]] = {  # section -> 
     "combiner": {"kind": (str, None, None), "latents": (int, 1, 4096), "layers": (int, 0, 256), "memory": (int, 1, 4096)},
     None: {"d_model": (int, 1, MAX_DIM), "n_heads": (int, 1, 1024), "mlp_ratio": (int, 1, 64), "temporal_layers": (int, 1, 256),
            "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
-           "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096), "summary_time": (bool, None, None)},
+           "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096)},
 }
-OPTIONAL = {"summary_tokens": 0, "summary_time": False}  # top-level fields older configs lack, and the value that means "none"
+OPTIONAL = {"summary_tokens": 0}  # top-level fields older configs lack, and the value that means "none"
 
 
 def bundle_config(config: dict) -> dict:
@@ -233,7 +223,7 @@ def config_faults(config) -> list[str]:
             value = where.get(name, OPTIONAL.get(name) if section is None else None)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            if not isinstance(value, kind) or isinstance(value, bool):
                 faults.append(f"config {label} is {value!r}, not a{'n' if kind is int else ''} {kind.__name__}")
             elif low is not None and not low <= value <= high:  # NaN fails this too
                 faults.append(f"config {label} is {value!r}, outside {low}..{high}")

@@ -16,23 +16,8 @@ from mirasol_edge.train.loss import question_context
 WINDOW, TOKENS = 3, 4
 
 
-def timed_summary_model(**config):
-    """A tiny model with every option of the summary on (time, chunk means, mixer), its maps as if trained
-    (those that start at zero, so that they start as no change, are drawn at random)."""
-    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_time=True, summary_chunk_mean=True,
-                       summary_mixer=True, **config)
-    with torch.no_grad():
-        model.summary.queries.mul_(100)
-        torch.nn.init.normal_(model.summary.time_out.weight)
-        for layer in (model.summary.chunk_mean, model.summary.mixer.attn.out, model.summary.mixer.mlp[-1]):
-            torch.nn.init.normal_(layer.weight, std=0.2)
-    return model
-
-
-@pytest.fixture(params=["latent", "chunk", "latent-time-chunk-mean-mixer"])
+@pytest.fixture(params=["latent", "chunk"])
 def model(request):
-    if request.param == "latent-time-chunk-mean-mixer":
-        return timed_summary_model()
     model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=request.param)
     with torch.no_grad():  # sharper queries than at initialisation: the pooling weights differ chunk to chunk
         model.summary.queries.mul_(100)
@@ -79,7 +64,7 @@ def test_the_summary_changes_the_answer_logits(model):
         empty = torch.zeros(1, model.cfg.n_heads, model.cfg.max_text_len, model.cfg.d_model // model.cfg.n_heads)
         args = (prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers, state.cross, torch.tensor([4]))
         a, _ = model.context_decoder.step(*args, model.stream_summary(state))
-        other = model.summary_keys_values(torch.randn_like(state.summary), torch.tensor([4]))
+        other = model.summary_keys_values(torch.randn_like(state.summary))
         b, _ = model.context_decoder.step(*args, other)
     assert (a - b).abs().max() > 1e-3
 
@@ -97,7 +82,7 @@ def test_after_the_window_the_summary_is_attended_only_once_a_chunk_has_left_it(
             args = (prompt, torch.zeros(1, dtype=torch.long), [(empty, empty)] * model.cfg.context_layers, state.cross,
                     torch.tensor([state.chunks]))
             a, _ = model.context_decoder.step(*args, model.stream_summary(state))
-            b, _ = model.context_decoder.step(*args, model.summary_keys_values(torch.randn_like(state.summary), torch.tensor([state.chunks])))
+            b, _ = model.context_decoder.step(*args, model.summary_keys_values(torch.randn_like(state.summary)))
             moved.append(float((a - b).abs().max()))
     assert moved[:WINDOW] == [0.0] * WINDOW and moved[WINDOW] > 1e-3
 
@@ -206,7 +191,7 @@ def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime)
             assert sum(a.nbytes for a in stream.arrays().values()) == runtime.engine.state_bytes()
     assert sizes[1] == sizes[2] == sizes[10] == sizes[1000]
     d = runtime.dims
-    assert sizes[1000]["summary"] == (TOKENS, d.summary_width) == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
+    assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
     assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
     assert np.isfinite(stream.arrays()["summary"]).all()
 
@@ -254,79 +239,3 @@ def test_a_summary_attended_after_the_window_survives_export_and_the_runtime(tmp
             stream.push(f, w)
             state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
             assert stream.ask(question) == model.answer(state, question), k
-
-
-def test_the_pooled_time_is_each_tokens_weighted_mean_of_its_chunks_times():
-    """summary_time: beside its value a token pools its weight, the time u = t / TIME_UNIT and u squared,
-    exactly as the softmax weighs its entries (the null chunk weighs, and counts, nothing)."""
-    from mirasol_edge.model.summary import TIME_UNIT
-
-    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_time=True)
-    with torch.no_grad():
-        model.summary.queries.mul_(100)
-        waveform, frames = random_chunks(model.cfg, batch=2, chunks=9)
-        _, features = model.encode(waveform, frames)
-        chunk = torch.arange(features.shape[1]) // model.cfg.combiner.latents  # (K*m,)
-        state = model.summarize(features)  # (B, S, D + 3 + 1)
-        weights = model.summary.log_weights(features, chunk).exp()  # (B, S, K*m)
-    d, u = model.cfg.d_model, chunk.float() / TIME_UNIT
-    assert state.shape[-1] == d + 4
-    torch.testing.assert_close(state[..., d], weights.sum(dim=-1))
-    torch.testing.assert_close(state[..., d], 1 - torch.exp(-state[..., -1]))  # the weight off the null chunk
-    torch.testing.assert_close(state[..., d + 1], weights @ u)
-    torch.testing.assert_close(state[..., d + 2], weights @ (u * u))
-    assert float(state[..., d + 1].std()) > 1e-3  # tokens found different times: not a constant
-
-
-def test_a_summary_with_time_chunk_means_and_mixer_survives_export_and_the_runtime(tmp_path):
-    from mirasol_edge.export import export_bundle
-
-    model = timed_summary_model()
-    runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
-    assert runtime.dims.summary_width == model.cfg.d_model + 4
-    rng = np.random.default_rng(9)
-    stream, state = runtime.create_stream(), model.init_stream()
-    with one_torch_thread(), torch.no_grad():
-        for _ in range(2 * WINDOW + 2):  # past the window
-            f, w = random_chunk(runtime.chunk, rng)
-            stream.push(f, w)
-            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
-        arrays, keys = stream.arrays(), model.stream_summary(state)
-        np.testing.assert_allclose(arrays["summary"], state.summary[0].numpy(), atol=1e-4)
-        np.testing.assert_allclose(arrays["summary_key.0"], keys[0][0][0].numpy(), atol=1e-4)  # the time read as PyTorch reads it
-        assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
-
-
-def test_with_chunk_means_a_latents_value_reads_its_own_chunk_and_no_other():
-    model = tiny_model(summary_tokens=TOKENS, summary_chunk_mean=True)
-    with torch.no_grad():
-        torch.nn.init.normal_(model.summary.chunk_mean.weight, std=0.2)
-        m = model.cfg.combiner.latents
-        features = torch.randn(1, 3 * m, model.cfg.d_model)  # three chunks
-        chunk = torch.arange(3 * m)[None] // m
-        _, values = model.summary._scores_values(features, chunk)
-        moved = features.clone()
-        moved[0, 1] += torch.randn(model.cfg.d_model)  # a second latent of chunk 0 (not a constant: LayerNorm removes that)
-        _, after = model.summary._scores_values(moved, chunk)
-    changed = (after - values).abs().amax(dim=-1)[0]  # (3*m,)
-    assert changed[0] > 1e-3  # the first latent of chunk 0 reads the mean its neighbour moved
-    assert float(changed[m:].max()) == 0.0  # the other chunks' entries are as they were
-
-
-def test_the_mixer_lets_a_token_see_when_the_others_found_theirs():
-    """Without the mixer a token's output is its own pooling alone; with it, moving another token's pooled
-    time (the rotary position it is seen at) changes what this one says."""
-    model = timed_summary_model()
-    with torch.no_grad():
-        waveform, frames = random_chunks(model.cfg, batch=1, chunks=6)
-        _, features = model.encode(waveform, frames)
-        state = model.summarize(features)  # (1, S, D + 4)
-        moved = state.clone()
-        d = model.cfg.d_model
-        moved[0, 0, d + 1] += 2.0 * moved[0, 0, d]  # token 0's mean time two units (128 chunks) later
-        chunks = torch.tensor([6])
-        before, after = model.summary.summary_tokens(state, chunks), model.summary.summary_tokens(moved, chunks)
-        model.summary.mixer = None
-        alone_before, alone_after = model.summary.summary_tokens(state, chunks), model.summary.summary_tokens(moved, chunks)
-    assert float((after[0, 1:] - before[0, 1:]).abs().max()) > 1e-3
-    torch.testing.assert_close(alone_after[0, 1:], alone_before[0, 1:])

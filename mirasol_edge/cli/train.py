@@ -131,15 +131,6 @@ def train_memory(
     summary_after_window: bool = typer.Option(
         False, "--summary-after-window/--summary-always", help="Whether the context decoder attends to the summary only once "
         "a chunk has left the window (clips that fit in it answer from the window alone; the recipe's), or always."),
-    summary_time: bool = typer.Option(
-        False, "--summary-time/--no-summary-time", help="Whether each summary token also pools the time of what it weighs "
-        "(its mean and spread, as a fraction of the chunks seen; model/summary.py)."),
-    summary_chunk_mean: bool = typer.Option(
-        False, "--summary-chunk-mean/--no-summary-chunk-mean", help="With latent pooling, whether each latent's value also "
-        "reads its chunk's mean latent (the colour on screen while a sound plays; model/summary.py)."),
-    summary_mixer: bool = typer.Option(
-        False, "--summary-mixer/--no-summary-mixer", help="Whether one transformer block mixes the summary tokens, each at "
-        "its pooled time as a rotary position (which came first; needs --summary-time; model/summary.py)."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
@@ -199,18 +190,13 @@ def train_memory(
             raise ValueError(f"{flag} must be off or bf16 for train-memory (it runs on the CPU), got {value!r}.")
     if summary_pooling not in ("latent", "chunk"):
         raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
-    if summary_mixer and not summary_time:
-        raise ValueError("--summary-mixer places each summary token at its pooled time: add --summary-time.")
-    if summary_chunk_mean and summary_pooling != "latent":
-        raise ValueError("--summary-chunk-mean goes with --summary-pooling latent: whole-chunk entries read every latent already.")
     if not 0 <= pooling_weight < float("inf"):
         raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, summary_time, summary_chunk_mean,
-                         summary_mixer)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:

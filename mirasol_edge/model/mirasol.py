@@ -32,7 +32,7 @@ class StreamState:
     temporal: list[KV]  # per layer (B, h, W*m, hd): a ring of W chunk slots (decoders.py)
     cross: list[KV]  # per layer (B, h, W*m, hd): the context decoder's cross-attention cache, the same ring
     memory: Tensor | None  # TTM memory (B, M, D), None for the Transformer Combiner
-    summary: Tensor | None = None  # memory past the window (B, S, D + M + 1) (model/summary.py), None without one
+    summary: Tensor | None = None  # memory past the window (B, S, D + 1) (model/summary.py), None without one
 
 
 class MirasolModel(nn.Module):
@@ -81,7 +81,7 @@ class MirasolModel(nn.Module):
         return latents, features
 
     def summarize(self, features: Tensor, chunk_mask: Tensor | None = None) -> Tensor:
-        """Whole clip: features (B, K*m, D) -> the summary state after its chunks (B, S, D + M + 1), what a stream
+        """Whole clip: features (B, K*m, D) -> the summary state after its chunks (B, S, D + 1), what a stream
         has after pushing them one by one; chunk_mask (B, K) False for padding chunks, which count for nothing."""
         assert self.summary is not None, "the model has no summary memory (summary_tokens = 0)"
         m = self.cfg.combiner.latents
@@ -89,10 +89,9 @@ class MirasolModel(nn.Module):
         mask = None if chunk_mask is None else chunk_mask.repeat_interleave(m, dim=1)  # (B, K) -> (B, K*m)
         return self.summary.pool(features, chunk, mask)
 
-    def summary_keys_values(self, summary: Tensor, chunks: Tensor) -> list[KV]:
-        """A summary state (B, S, D + M + 1) after `chunks` (B,) chunks as the context decoder attends to it:
-        per layer (B, h, S, hd)."""
-        return self.context_decoder.cross_keys_values(self.summary.summary_tokens(summary, chunks))
+    def summary_keys_values(self, summary: Tensor) -> list[KV]:
+        """A summary state (B, S, D + 1) as the context decoder attends to it: per layer (B, h, S, hd)."""
+        return self.context_decoder.cross_keys_values(self.summary.summary_tokens(summary))
 
     def window(self, features: Tensor, chunk_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Whole clips with a summary: features (B, K*m, D), chunk_mask (B, K) with padding after the real
@@ -115,8 +114,7 @@ class MirasolModel(nn.Module):
         if self.summary is None:
             return self.context_decoder.cross_keys_values(features), None
         window = self.cfg.temporal_window * self.cfg.combiner.latents
-        chunks = torch.full(features.shape[:1], features.shape[1] // self.cfg.combiner.latents, device=features.device)  # (B,)
-        return self.context_decoder.cross_keys_values(features[:, -window:]), self.summary_keys_values(self.summarize(features), chunks)
+        return self.context_decoder.cross_keys_values(features[:, -window:]), self.summary_keys_values(self.summarize(features))
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -152,9 +150,7 @@ class MirasolModel(nn.Module):
 
     def stream_summary(self, state: StreamState) -> list[KV] | None:
         """A stream's summary as the context decoder attends to it: per layer (B, h, S, hd); None without one."""
-        if state.summary is None:
-            return None
-        return self.summary_keys_values(state.summary, torch.full(state.summary.shape[:1], state.chunks, device=state.summary.device))
+        return None if state.summary is None else self.summary_keys_values(state.summary)
 
     @torch.no_grad()
     def generate(self, cross: list[KV], prompt: Tensor, max_new_tokens: int = 16, chunks: int | None = None,

@@ -5,23 +5,15 @@ question about minute one of a ten-minute stream finds nothing to attend to. `Su
 keeps S summary tokens: token j is the softmax-weighted average, under its own learned query, of
 the features of every chunk so far (keys and values carry the chunk's absolute time, so an average
 also says when). The average is kept online, as flash attention keeps a softmax: per token the
-normalised output so far and the log of its softmax denominator, (B, S, D + 1) in all (D + M + 1 with
-summary_time, below), updated by each chunk exactly (not approximately) and never growing. The
-context decoder cross-attends to the S tokens beside the window (decoders.ContextDecoder).
+normalised output so far and the log of its softmax denominator, (B, S, D + 1) in all, updated by
+each chunk exactly (not approximately) and never growing. The context decoder cross-attends to the
+S tokens beside the window (decoders.ContextDecoder).
 
 Why not a recurrent summary: a gated transformer update of the summary from each chunk (an LSTM's
 cell in tokens) was tried first and measured (RESULTS.md): trained through 80-200 chunks of
 backpropagation it learned little past the window (59.0 % on 2-5 minute clips against 53.1 % for
 the window alone). Pooling has no recurrence to learn through: every chunk's score gets its
 gradient directly, as in ordinary attention, and a whole clip costs one attention, not K steps.
-
-With summary_time each token also pools three numbers beside its value, exactly as the value: its
-weight (1), its chunk's time u = t / TIME_UNIT and u squared. From them it reads where it looked: the
-mass it found (its weight off the null chunk), the mean and the variance of the time it found, as a
-fraction of the chunks seen; a linear map adds them to the token. The sines and
-cosines in the values say when too, but averaged over several chunks they no longer compare: which of
-two sounds came first, or which colour's span holds the noise, is a comparison of two tokens' times,
-and a mean on a line is one a transformer can make (RESULTS.md).
 
 Before the first chunk the state is zeros, as the runtime's new-stream state is: an output of zeros
 with a log-denominator of 0, i.e. one null chunk with score 0 and value 0 that every token may
@@ -36,13 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from mirasol_edge.config import ModelConfig
-from mirasol_edge.model.layers import Block, rotary
-from mirasol_edge.runtime.contract import SUMMARY_TIME_MOMENTS
 
 TIME_PERIODS = tuple(2.0 ** p for p in range(1, 14))  # chunks: 2 ... 8192 (at 1 s chunks, two hours)
-TIME_UNIT = 64.0  # chunks: the pooled time is t / TIME_UNIT, so its square stays in fp16's range for two hours of chunks
-TIME_MOMENTS = SUMMARY_TIME_MOMENTS  # pooled beside the value with summary_time: the weight (1), the time u and u squared
-MIN_MASS = 1e-2  # a token that found less than this reads its time as if it had found this much: no 0 / 0
 
 
 def time_features(chunk: Tensor) -> Tensor:
@@ -76,58 +63,36 @@ class SummaryMemory(nn.Module):
         # readable beside the content of m latents; measured, it did not (RESULTS.md, v3 against v4)
         self.time_value = nn.Linear(2 * len(TIME_PERIODS), d) if self.entry_latents > 1 else None
         self.norm_out = nn.LayerNorm(d)
-        # per latent, a token's value then also reads the whole chunk's mean (what else was on screen and in the air)
-        self.chunk_mean = nn.Linear(d, d) if cfg.summary_chunk_mean else None
-        self.latents = cfg.combiner.latents
-        if self.chunk_mean is not None:  # starts as the per-latent value alone
-            nn.init.zeros_(self.chunk_mean.weight)
-            nn.init.zeros_(self.chunk_mean.bias)
-        self.moments = TIME_MOMENTS if cfg.summary_time else 0
-        # default initialisation, not zeros: from zero, Adam grew it to a norm of 0.17 in 428 steps beside tokens of
-        # norm 11, and the context decoder never saw the time (measured; RESULTS.md)
-        self.time_out = nn.Linear(TIME_MOMENTS, d) if cfg.summary_time else None
-        self.mixer = Block(d, cfg.n_heads, mlp_ratio=2) if cfg.summary_mixer else None
-        self.heads = cfg.n_heads
-        if self.mixer is not None:  # starts as no mixing: the residual branches' last layers at zero
-            for layer in (self.mixer.attn.out, self.mixer.mlp[-1]):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
 
     def initial(self, batch: int, device=None) -> Tensor:
-        """The state before the first chunk: zeros (B, S, D + M + 1), M = TIME_MOMENTS with summary_time, else 0."""
-        return torch.zeros(batch, self.tokens, self.width + self.moments + 1, device=device)
+        """The state before the first chunk: zeros (B, S, D + 1)."""
+        return torch.zeros(batch, self.tokens, self.width + 1, device=device)
 
     def _scores_values(self, features: Tensor, chunk: Tensor) -> tuple[Tensor, Tensor]:
         """features (B, n, D) of chunks `chunk` (B, n), whole chunks in order -> scores (B, S, e), values
-        (B, e, D + M) of the e = n / entry_latents entries (M time moments with summary_time)."""
+        (B, e, D) of the e = n / entry_latents entries."""
         g = self.entry_latents
         b, n, d = features.shape
         time = time_features(chunk[:, ::g])  # (B, e, 2 * len(TIME_PERIODS))
         x = self.norm_in(features).reshape(b, n // g, g * d) + self.time(time)  # (B, n, D) -> (B, e, g*D): g latents per entry
         scores = torch.einsum("sd,bnd->bsn", self.queries, self.key(x)) / math.sqrt(self.width)
         values = self.value(x) if self.time_value is None else self.value(x) + self.time_value(time)
-        if self.chunk_mean is not None:
-            mean = self.norm_in(features).view(b, n // self.latents, self.latents, d).mean(dim=2)  # (B, n, D) -> (B, K, m, D) -> (B, K, D)
-            values = values + self.chunk_mean(mean).repeat_interleave(self.latents, dim=1)  # (B, K, D) -> (B, n, D): each latent its chunk's
-        if self.moments:
-            u = chunk[:, ::g].float() / TIME_UNIT  # (B, e)
-            values = torch.cat([values, torch.stack([torch.ones_like(u), u, u * u], dim=-1)], dim=-1)  # (B, e, D + 3)
         return scores, values
 
     def forward(self, state: Tensor, features: Tensor, chunk: Tensor) -> Tensor:
-        """One chunk per stream: state (B, S, D + M + 1), its features (B, m, D), chunk (B,) its index -> the next state."""
-        output, log_norm = state[..., :-1], state[..., -1]  # (B, S, D + M), (B, S)
+        """One chunk per stream: state (B, S, D + 1), its features (B, m, D), chunk (B,) its index -> the next state."""
+        output, log_norm = state[..., :-1], state[..., -1]  # (B, S, D), (B, S)
         scores, values = self._scores_values(features, chunk[:, None].expand(features.shape[:2]))
         new_log_norm = _logaddexp(log_norm, scores.logsumexp(dim=-1))  # (B, S)
         weights = torch.exp(scores - new_log_norm[..., None])  # (B, S, m / entry_latents): the new chunk's share
-        output = torch.exp(log_norm - new_log_norm)[..., None] * output + weights @ values  # (B, S, D + M)
+        output = torch.exp(log_norm - new_log_norm)[..., None] * output + weights @ values  # (B, S, D)
         return torch.cat([output, new_log_norm[..., None]], dim=-1)
 
     def pool(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
         """Whole clip: features (B, n, D) of chunks `chunk` (n,), mask (B, n) False for padding (whole
-        chunks) -> the state (B, S, D + M + 1) a stream has after them (the same null chunk included)."""
+        chunks) -> the state (B, S, D + 1) a stream has after them (the same null chunk included)."""
         log_weights, log_norm, values = self._log_weights(features, chunk, mask)
-        output = torch.exp(log_weights) @ values  # (B, S, e) @ (B, e, D + M)
+        output = torch.exp(log_weights) @ values  # (B, S, e) @ (B, e, D)
         return torch.cat([output, log_norm[..., None]], dim=-1)
 
     def log_weights(self, features: Tensor, chunk: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -143,18 +108,6 @@ class SummaryMemory(nn.Module):
         log_norm = _logaddexp(scores.new_zeros(scores.shape[:2]), scores.logsumexp(dim=-1))  # (B, S): + the null chunk
         return scores - log_norm[..., None], log_norm, values
 
-    def summary_tokens(self, state: Tensor, chunks: Tensor) -> Tensor:
-        """state (B, S, D + M + 1) after `chunks` (B,) chunks -> the S tokens (B, S, D) the context decoder attends to."""
-        tokens = self.norm_out(state[..., : self.width] + self.queries)  # (B, S, D)
-        if self.time_out is None:
-            return tokens
-        mass, first, second = state[..., self.width : self.width + TIME_MOMENTS].unbind(dim=-1)  # (B, S) each
-        mean = first / mass.clamp(min=MIN_MASS)  # the mean time found, u
-        var = (second / mass.clamp(min=MIN_MASS) - mean * mean).clamp(min=0)  # u squared
-        span = (chunks.float() / TIME_UNIT).clamp(min=1 / TIME_UNIT)[:, None]  # (B, 1): the chunks seen, u
-        where = torch.stack([mass, 2 * mean / span - 1, 4 * var / (span * span)], dim=-1)  # (B, S, 3), each within [-1, 1]
-        tokens = tokens + self.time_out(where)  # (B, S, 3) -> (B, S, D)
-        if self.mixer is None:
-            return tokens
-        cos, sin = rotary(mean * TIME_UNIT, self.width // self.heads)  # (B, S, hd / 2): at the mean time found, in chunks
-        return self.mixer(tokens, rope=(cos[:, None], sin[:, None]))[0]  # (B, 1, S, hd / 2) for every head
+    def summary_tokens(self, state: Tensor) -> Tensor:
+        """state (B, S, D + 1) -> the S tokens (B, S, D) the context decoder attends to."""
+        return self.norm_out(state[..., :-1] + self.queries)

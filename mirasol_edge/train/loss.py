@@ -29,7 +29,7 @@ def question_context(model: MirasolModel, features: Tensor, chunk_mask: Tensor) 
     m = model.cfg.combiner.latents
     if model.summary is None:
         return model.context_decoder.cross_keys_values(features), chunk_mask.repeat_interleave(m, dim=1)  # (C, K) -> (C, K*m)
-    summary = model.summary_keys_values(model.summarize(features, chunk_mask), chunk_mask.sum(dim=1))  # (C, h, S, hd)
+    summary = model.summary_keys_values(model.summarize(features, chunk_mask))  # (C, h, S, hd)
     window, window_mask = model.window(features, chunk_mask)  # (C, W*m, D), (C, W*m)
     cross = model.context_decoder.cross_keys_values(window)  # (C, h, W*m, hd)
     cross = [(torch.cat([sk, k], dim=2), torch.cat([sv, v], dim=2)) for (k, v), (sk, sv) in zip(cross, summary)]

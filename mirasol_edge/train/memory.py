@@ -62,14 +62,10 @@ def pooling_targets(events: np.ndarray) -> Tensor:
     return torch.from_numpy(np.stack([sound == "tone", sound == "beeps", sound == "noise", first, *colours]))
 
 
-def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False,
-                 time: bool = False, chunk_mean: bool = False, mixer: bool = False) -> MirasolModel:
+def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False) -> MirasolModel:
     """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
-    attended always or only after the window (ModelConfig.summary_after_window), with or without their pooled time
-    (ModelConfig.summary_time), their chunk's mean in each value (ModelConfig.summary_chunk_mean) and a block over
-    the tokens (ModelConfig.summary_mixer), its weights, a fresh summary memory."""
-    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window,
-                  summary_time=time, summary_chunk_mean=chunk_mean, summary_mixer=mixer)
+    attended always or only after the window (ModelConfig.summary_after_window), its weights, a fresh summary memory."""
+    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window)
     out = MirasolModel(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("summary.") for k in missing), (missing, unexpected)
