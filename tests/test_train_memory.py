@@ -24,6 +24,17 @@ def test_with_summary_keeps_every_trained_weight():
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items() if name in before)
 
 
+def test_the_fresh_summary_memory_is_drawn_from_its_seed_and_leaves_the_callers_random_state():
+    window_only = tiny_model()
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a, b, c = (with_summary(window_only, 4, seed=s).summary.state_dict() for s in (5, 5, 6))
+    assert torch.equal(torch.rand(1), expected_next)  # as if with_summary had drawn nothing
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["queries"], c["queries"])
+
+
 def test_training_moves_only_the_summary_and_the_context_decoder(tmp_path):
     model = with_summary(tiny_model(temporal_window=2), 4)
     clips = cache_features(model, SyntheticDataset(model.cfg.chunk, 4, seed=3, questions_per_clip=None, durations=[4, 5]),

@@ -196,7 +196,7 @@ def train_memory(
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, seed=data_seed)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:
