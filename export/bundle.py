@@ -54,11 +54,16 @@ def export_bundle(
     was_training = model.training
     model.eval()
 
-    created = _make_parents(out.parent)
-    # Named before it exists: an interrupt that lands just after the mkdir still finds it to remove
-    # (tempfile.mkdtemp hands the name back only after making the directory).
+    # Both named before they exist, so an interrupt that lands just after a mkdir still finds what to remove
+    # (tempfile.mkdtemp hands the name back only after making the directory; a helper returning what it made, likewise).
+    created = _missing_parents(out.parent)
     staging: Path | None = out.parent / f".{out.name}.partial-{secrets.token_hex(8)}"
     try:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            staging = None
+            raise ValueError(f"cannot create {out.parent} ({e.strerror}); choose a writable output directory.") from None
         try:
             staging.mkdir()  # 0o777 less the umask: a bundle is as readable as any new directory
         except OSError as e:
@@ -192,18 +197,13 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _make_parents(parent: Path) -> list[Path]:
-    """mkdir -p parent; returns the directories it created, deepest first."""
+def _missing_parents(parent: Path) -> list[Path]:
+    """The directories `mkdir -p parent` would create, deepest first."""
     missing = []
     p = parent.absolute()
     while not p.exists():
         missing.append(p)
         p = p.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        _remove_dirs(missing)
-        raise ValueError(f"cannot create {parent} ({e.strerror}); choose a writable output directory.") from None
     return missing
 
 

@@ -70,9 +70,10 @@ def test_a_sigterm_dropped_in_a_finaliser_still_stops_the_export_without_its_bun
     assert not out.exists()
 
 
-def test_an_interrupt_just_after_the_staging_directory_is_made_leaves_nothing(tmp_path, monkeypatch):
-    """The narrowest window: the directory exists, the call that made it has not returned yet
-    (CI once sent SIGTERM there and found `.bundle.partial-*` left behind)."""
+@pytest.mark.parametrize("made", [".bundle.partial-", "out"])
+def test_an_interrupt_just_after_the_staging_directory_is_made_leaves_nothing(tmp_path, monkeypatch, made):
+    """The narrowest window: the directory exists (the staging one, or a parent made for it), the call that
+    made it has not returned yet (CI once sent SIGTERM there and found `.bundle.partial-*` left behind)."""
     from mirasol_edge.export import export_bundle
 
     model = trained()[0]  # before the patch: trained() exports its own bundle the first time
@@ -80,7 +81,7 @@ def test_an_interrupt_just_after_the_staging_directory_is_made_leaves_nothing(tm
 
     def mkdir_then_interrupt(path, *args, **kwargs):
         make_dir(path, *args, **kwargs)
-        if os.path.basename(path).startswith(".bundle.partial-"):
+        if os.path.basename(path).startswith(made):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "mkdir", mkdir_then_interrupt)
