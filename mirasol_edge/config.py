@@ -55,6 +55,10 @@ class ModelConfig:
     # the context decoder attends to the summary only once a chunk has left the window (False: always, as
     # older checkpoints do); before that the window holds every chunk, and short clips answer from it alone
     summary_after_window: bool = False
+    # the first summary_order summary tokens (the supervised ones: a sound, a colour) also carry, as content,
+    # which of the others found something later and which earlier than they did, from the exact mean time each
+    # pooled (model/summary.py): "which came first" is then read, not computed (0: none, as older checkpoints)
+    summary_order: int = 0
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
@@ -71,6 +75,7 @@ class ModelConfig:
         assert self.audio.n_mels % self.audio.patch_mels == 0, "patches must tile the mel bins"
         assert self.combiner.kind in ("transformer", "ttm"), f"unknown combiner {self.combiner.kind!r}"
         assert self.summary_pooling in ("latent", "chunk"), f"unknown summary pooling {self.summary_pooling!r}"
+        assert 0 <= self.summary_order <= self.summary_tokens, "summary_order relates some of the summary tokens"
 
     @property
     def audio_tokens(self) -> int:

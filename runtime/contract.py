@@ -66,6 +66,13 @@ class Dims:
     temporal_layers: int
     context_layers: int
     summary: int = 0  # Sm: summary tokens of the memory past the window (0: the window only)
+    summary_order: int = 0  # the first of them related by time: each token's state also pools its time (1)
+
+    @property
+    def summary_width(self) -> int:
+        """Per summary token in its state: the pooled output (D), its pooled time (1, with summary_order) and
+        the log of its softmax denominator (1): model/summary.py."""
+        return self.width + (1 if self.summary_order else 0) + 1
 
     @property
     def head_dim(self) -> int:
@@ -88,6 +95,7 @@ class Dims:
             memory=combiner["memory"] if combiner["kind"] == "ttm" else 0, max_text_len=config["max_text_len"],
             vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
             summary=config.get("summary_tokens", OPTIONAL["summary_tokens"]),
+            summary_order=config.get("summary_order", OPTIONAL["summary_order"]),
         )
 
 
@@ -116,8 +124,7 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     # keys and values, which the context decoder attends to beside the cross cache.
     summary_in, summary_out, summary_kv = {}, {}, {}
     if dims.summary:
-        # per token: the pooled output so far (D) and the log of its softmax denominator (1): model/summary.py
-        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, d + 1))
+        summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, dims.summary_width))
         summary_kv = {n: cache(dims.summary) for n in cache_names("summary", lc)}
     specs = [
         GraphSpec("audio_extractor", {"waveform": TensorSpec(f32, ("batch", dims.samples))}, {"audio_tokens": audio}),
@@ -180,9 +187,10 @@ _SECTIONS: dict[str | None, dict[str, tuple[type, Any, Any]]] = {  # section -> 
     "combiner": {"kind": (str, None, None), "latents": (int, 1, 4096), "layers": (int, 0, 256), "memory": (int, 1, 4096)},
     None: {"d_model": (int, 1, MAX_DIM), "n_heads": (int, 1, 1024), "mlp_ratio": (int, 1, 64), "temporal_layers": (int, 1, 256),
            "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
-           "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096)},
+           "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096),
+           "summary_order": (int, 0, 4096)},
 }
-OPTIONAL = {"summary_tokens": 0}  # top-level fields older configs lack, and the value that means "none"
+OPTIONAL = {"summary_tokens": 0, "summary_order": 0}  # top-level fields older configs lack, and the value that means "none"
 
 
 def bundle_config(config: dict) -> dict:

@@ -36,7 +36,7 @@ class ChunkBatch:
     temporal: dict[str, Any]  # past_key.{i} / past_value.{i}: (N, h, C, hd)
     cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd)
     memory: Any  # TTM memory (N, M, D), or None
-    summary: dict[str, Any]  # summary (N, S, D + 1), summary_key.{i} / summary_value.{i} (N, h, S, hd); {} without one
+    summary: dict[str, Any]  # summary (N, S, Dims.summary_width), summary_key.{i} / summary_value.{i} (N, h, S, hd); {} without one
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class NumpyEngine:
         self._summary = contract.summary_state(dims)  # summary_out -> summary, summary_key.{i} -> itself, ...
         self._summary_shapes: dict[str, tuple[int, ...]] = {n: (dims.heads, dims.summary, dims.head_dim) for n in self._summary.values()}
         if dims.summary:
-            self._summary_shapes["summary"] = (dims.summary, dims.width + 1)
+            self._summary_shapes["summary"] = (dims.summary, dims.summary_width)
         self.has_memory = dims.memory > 0
 
     # -- how a graph runs and how values are stacked (what BoundEngine changes) ----------------

@@ -16,9 +16,10 @@ from mirasol_edge.train.loss import question_context
 WINDOW, TOKENS = 3, 4
 
 
-@pytest.fixture(params=["latent", "chunk"])
+@pytest.fixture(params=["latent", "chunk", "latent, ordered"])
 def model(request):
-    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=request.param)
+    pooling, *ordered = request.param.split(", ")
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling=pooling, summary_order=TOKENS - 1 if ordered else 0)
     with torch.no_grad():  # sharper queries than at initialisation: the pooling weights differ chunk to chunk
         model.summary.queries.mul_(100)
     return model
@@ -194,6 +195,69 @@ def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime)
     assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
     assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
     assert np.isfinite(stream.arrays()["summary"]).all()
+
+
+def test_ordered_tokens_pool_their_mean_time_exactly():
+    model = tiny_model(summary_tokens=TOKENS, summary_order=2)
+    m, d = model.cfg.combiner.latents, model.cfg.d_model
+    features = torch.randn(1, 6 * m, d)
+    chunk = torch.arange(6 * m) // m
+    with torch.no_grad():
+        weights = model.summary.log_weights(features, chunk).exp()  # (1, S, K*m), the null chunk's share left out
+        state = model.summarize(features)
+    torch.testing.assert_close(state[0, :, d], (weights[0] * chunk / 64.0).sum(dim=-1))  # the time column, in TIME_UNITs
+    torch.testing.assert_close(1 - torch.exp(-state[0, :, -1]), weights[0].sum(dim=-1))  # the mass off the null chunk
+
+
+def test_an_ordered_token_carries_which_of_the_others_came_later():
+    """Token 0 found its event at chunk 2 and token 1 at chunk 9: token 0 adds after[0, 1], token 1 before[1, 0],
+    and swapping the two times swaps them; tokens past summary_order add nothing."""
+    model = tiny_model(summary_tokens=TOKENS, summary_order=2)
+    d, summary = model.cfg.d_model, model.summary
+
+    def state(first, second):  # both tokens found all their weight (log_norm large) at one chunk each
+        s = torch.zeros(1, TOKENS, d + 2)
+        s[0, :, -1] = 20.0
+        s[0, 0, d], s[0, 1, d] = first / 64.0, second / 64.0
+        return s
+
+    with torch.no_grad():
+        early_first, late_first = summary.order_relations(state(2, 9)), summary.order_relations(state(9, 2))
+    torch.testing.assert_close(early_first[0, 0], summary.after[0, 1].detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(early_first[0, 1], summary.before[1, 0].detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(late_first[0, 0], summary.before[0, 1].detach(), atol=1e-4, rtol=1e-4)
+    assert early_first[0, 2:].abs().max() == 0
+    tokens = summary.summary_tokens(state(2, 9)) - summary.summary_tokens(state(9, 2))
+    assert tokens[0, :2].abs().min(dim=-1).values.max() > 0 and tokens[0, 2:].abs().max() == 0
+
+
+def test_a_token_that_found_nothing_orders_nothing():
+    model = tiny_model(summary_tokens=TOKENS, summary_order=2)
+    d = model.cfg.d_model
+    s = torch.zeros(1, TOKENS, d + 2)  # the state before the first chunk: all weight on the null chunk
+    with torch.no_grad():
+        assert model.summary.order_relations(s).abs().max() == 0
+
+
+def test_ordered_summaries_survive_export_and_the_runtime(tmp_path):
+    from mirasol_edge.export import export_bundle
+
+    model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_order=TOKENS - 1, summary_after_window=True)
+    with torch.no_grad():
+        model.summary.queries.mul_(100)
+    runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
+    assert runtime.dims.summary_width == model.cfg.d_model + 2
+    rng = np.random.default_rng(9)
+    stream, state = runtime.create_stream(), model.init_stream()
+    with one_torch_thread(), torch.no_grad():
+        for _ in range(2 * WINDOW + 2):  # past the window
+            f, w = random_chunk(runtime.chunk, rng)
+            stream.push(f, w)
+            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+        np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
+        keys = model.stream_summary(state)[0][0][0].numpy()
+        np.testing.assert_allclose(stream.arrays()["summary_key.0"], keys, atol=1e-4)
+        assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
 
 
 def test_chunk_pooling_survives_export_and_the_runtime(tmp_path):

@@ -131,6 +131,10 @@ def train_memory(
     summary_after_window: bool = typer.Option(
         False, "--summary-after-window/--summary-always", help="Whether the context decoder attends to the summary only once "
         "a chunk has left the window (clips that fit in it answer from the window alone; the recipe's), or always."),
+    summary_order: int = typer.Option(
+        0, "--summary-order", help="R: the first R summary tokens also carry which of the others found something later and "
+        "which earlier (from each token's pooled mean time; model/summary.py); 0: none. With --pooling-weight, the "
+        "supervised tokens are the first 9 (tone, beeps, noise, first chunk, a colour each)."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
@@ -190,13 +194,15 @@ def train_memory(
             raise ValueError(f"{flag} must be off or bf16 for train-memory (it runs on the CPU), got {value!r}.")
     if summary_pooling not in ("latent", "chunk"):
         raise ValueError(f"--summary-pooling must be latent or chunk, got {summary_pooling!r}.")
+    if not 0 <= summary_order <= summary_tokens:
+        raise ValueError(f"--summary-order must be 0..--summary-tokens ({summary_tokens}), got {summary_order}.")
     if not 0 <= pooling_weight < float("inf"):
         raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, seed=data_seed)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, seed=data_seed, order=summary_order)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:

@@ -63,11 +63,13 @@ def pooling_targets(events: np.ndarray) -> Tensor:
 
 
 def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False,
-                 seed: int = 0) -> MirasolModel:
+                 seed: int = 0, order: int = 0) -> MirasolModel:
     """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
-    attended always or only after the window (ModelConfig.summary_after_window), its weights, a fresh summary memory
-    drawn from `seed` (the same seed, the same memory: stage 3 reruns as it ran)."""
-    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window)
+    attended always or only after the window (ModelConfig.summary_after_window), its first `order` tokens related by
+    time (ModelConfig.summary_order), its weights, a fresh summary memory drawn from `seed` (the same seed, the same
+    memory: stage 3 reruns as it ran)."""
+    cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window,
+                  summary_order=order)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         out = MirasolModel(cfg)
