@@ -145,6 +145,6 @@ class SummaryMemory(nn.Module):
         mean = state[:, :r, d] / mass.clamp(min=MIN_MASS)  # (B, R): the mean time found, in TIME_UNITs
         after = torch.sigmoid((mean[:, None, :] - mean[:, :, None]) * (TIME_UNIT / ORDER_CHUNKS))  # (B, R, R): [i, j] j after i
         pair = mass[:, :, None] * mass[:, None, :] * (1 - torch.eye(r, device=state.device))  # (B, R, R), none with itself
-        relations = (torch.einsum("bij,ijd->bid", pair * after, self.after)
-                     + torch.einsum("bij,ijd->bid", pair * (1 - after), self.before))  # (B, R, D)
+        weights = torch.cat([pair * after, pair - pair * after], dim=-1)  # (B, R, 2R): later, then earlier
+        relations = torch.einsum("bik,ikd->bid", weights, torch.cat([self.after, self.before], dim=1))  # (B, R, D): one product
         return torch.cat([relations, relations.new_zeros(state.shape[0], self.tokens - r, d)], dim=1)  # (B, S, D)
