@@ -239,6 +239,17 @@ def test_a_token_that_found_nothing_orders_nothing():
         assert model.summary.order_relations(s).abs().max() == 0
 
 
+def _streamed_past_the_window(model, runtime, seed: int):
+    """The same 2 * WINDOW + 2 random chunks pushed to a runtime stream and to a PyTorch one -> (stream, state)."""
+    rng = np.random.default_rng(seed)
+    stream, state = runtime.create_stream(), model.init_stream()
+    for _ in range(2 * WINDOW + 2):
+        f, w = random_chunk(runtime.chunk, rng)
+        stream.push(f, w)
+        state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+    return stream, state
+
+
 def test_ordered_summaries_survive_export_and_the_runtime(tmp_path):
     from mirasol_edge.export import export_bundle
 
@@ -247,13 +258,8 @@ def test_ordered_summaries_survive_export_and_the_runtime(tmp_path):
         model.summary.queries.mul_(100)
     runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
     assert runtime.dims.summary_width == model.cfg.d_model + 2
-    rng = np.random.default_rng(9)
-    stream, state = runtime.create_stream(), model.init_stream()
     with one_torch_thread(), torch.no_grad():
-        for _ in range(2 * WINDOW + 2):  # past the window
-            f, w = random_chunk(runtime.chunk, rng)
-            stream.push(f, w)
-            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+        stream, state = _streamed_past_the_window(model, runtime, seed=9)
         np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
         keys = model.stream_summary(state)[0][0][0].numpy()
         np.testing.assert_allclose(stream.arrays()["summary_key.0"], keys, atol=1e-4)
@@ -265,13 +271,8 @@ def test_chunk_pooling_survives_export_and_the_runtime(tmp_path):
 
     model = tiny_model(summary_tokens=TOKENS, temporal_window=WINDOW, summary_pooling="chunk")
     runtime = Runtime.load(export_bundle(model, tmp_path / "bundle"), intra_op_threads=1)  # each graph checked against PyTorch
-    rng = np.random.default_rng(7)
-    stream, state = runtime.create_stream(), model.init_stream()
     with one_torch_thread(), torch.no_grad():
-        for _ in range(2 * WINDOW + 2):  # past the window
-            f, w = random_chunk(runtime.chunk, rng)
-            stream.push(f, w)
-            state = model.push_chunk(state, torch.from_numpy(w)[None], torch.from_numpy(f)[None])
+        stream, state = _streamed_past_the_window(model, runtime, seed=7)
         np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
         assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
 
