@@ -18,7 +18,7 @@ import av
 import numpy as np
 import onnxruntime as ort
 
-FORMAT = "mirasol-edge-bundle/3"
+FORMAT = "mirasol-edge-bundle/4"
 EPS = 1e-6  # seconds: the tolerance of every timestamp comparison (docs/bundle.md, Media)
 TEXT_CACHE_STEP = 16  # the text self cache is sized in steps of 16 positions
 CROSS_SLOT_STEP = 4  # questions see the filled cross slots, rounded up to a multiple of 4
@@ -215,7 +215,6 @@ def push_chunks(bundle: Bundle, chunks) -> dict:
     memory = bundle.zeros("combiner", "memory", batch=1) if "memory" in bundle.components["combiner"]["inputs"] else None
     # the memory past the window, where the bundle has one: zeros, then rewritten by every chunk
     summary = {"summary": bundle.zeros("context_cross_kv", "summary", batch=1)} if "summary" in bundle.components["context_cross_kv"]["inputs"] else {}
-    summary_kv = {}
     for k, (frames, waveform) in enumerate(chunks):
         feeds = {"audio_tokens": bundle.run("audio_extractor", {"waveform": waveform[None]})["audio_tokens"],
                  "video_tokens": bundle.run("video_extractor", {"frames": frames[None]})["video_tokens"]}
@@ -230,8 +229,7 @@ def push_chunks(bundle: Bundle, chunks) -> dict:
         cross = {n.replace("present_cross_", "cross_"): v for n, v in out.items() if n.startswith("present_cross_")}
         if summary:
             summary = {"summary": out["summary_out"]}
-            summary_kv = {n: v for n, v in out.items() if n.startswith("summary_") and n != "summary_out"}
-    return {"cross": cross, "summary_kv": summary_kv, "chunks": len(chunks), "window": window, "m": m}
+    return {"cross": cross, "summary": summary, "chunks": len(chunks), "window": window, "m": m}
 
 
 def ask(bundle: Bundle, stream: dict, question: str, max_new_tokens: int | None = None) -> str:
@@ -246,11 +244,13 @@ def ask(bundle: Bundle, stream: dict, question: str, max_new_tokens: int | None 
     cross = {n: v[:, :, : slots * stream["m"]] if slots < stream["window"] else v for n, v in stream["cross"].items()}
     past = {n: bundle.zeros("context_decoder", n, batch=1, text_cache_len=text_cache_len)
             for n in bundle.components["context_decoder"]["inputs"] if n.startswith("past_")}
+    # the summary's keys and values, once per question (the graph exists where the bundle has a summary)
+    summary_kv = bundle.run("summary_kv", stream["summary"]) if stream["summary"] else {}
     tokens, position, answer = np.array([prompt], np.int64), 0, []
     while True:
         out = bundle.run("context_decoder", {"tokens": tokens, "text_position": np.array([position], np.int64),
                                              "chunks_seen": np.array([stream["chunks"]], np.int64), **past, **cross,
-                                             **stream["summary_kv"]})
+                                             **summary_kv})
         past = {n.replace("present_", "past_"): v for n, v in out.items() if n != "logits"}
         position += tokens.shape[1]
         answer.append(int(np.argmax(out["logits"][0, -1])))

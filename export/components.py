@@ -118,19 +118,29 @@ class TemporalDecoderGraph(nn.Module):
 
 class ContextCrossKVGraph(nn.Module):
     """One chunk per stream into the cross cache: features, chunk_position, cross_* (, summary) ->
-    present_cross_* (, summary_out, summary_key.{i} / summary_value.{i})."""
+    present_cross_* (, summary_out)."""
 
     def __init__(self, model: MirasolModel):
         super().__init__()
-        self.model, self.decoder, self.summary = model, model.context_decoder, model.summary
+        self.decoder, self.summary = model.context_decoder, model.summary
 
     def forward(self, features: Tensor, chunk_position: Tensor, *state: Tensor):
         cross, summary = (state[:-1], state[-1]) if self.summary is not None else (state, None)
         present = _flat(self.decoder.write_cross(features, chunk_position, _pairs(cross)))
         if summary is None:
             return present
-        summary = self.summary(summary, features, chunk_position)
-        return (*present, summary, *_flat(self.model.summary_keys_values(summary)))
+        return (*present, self.summary(summary, features, chunk_position))
+
+
+class SummaryKVGraph(nn.Module):
+    """When a question is asked: summary (a stream's state) -> summary_key.{i} / summary_value.{i}."""
+
+    def __init__(self, model: MirasolModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, summary: Tensor):
+        return _flat(self.model.summary_keys_values(summary))
 
 
 class ContextDecoderGraph(nn.Module):
@@ -154,7 +164,7 @@ class ContextDecoderGraph(nn.Module):
 
 
 def build_components(model: MirasolModel) -> list[Component]:
-    """The six graphs of the contract, in the order a chunk and a question run through them."""
+    """The graphs of the contract (six, seven with a summary memory), in the order a chunk and a question run through them."""
     cfg = model.cfg
     dims = Dims.from_config(cfg.to_dict(), _video_tokens(model))
     specs = graph_specs(dims)
@@ -165,6 +175,7 @@ def build_components(model: MirasolModel) -> list[Component]:
     wrappers = {
         "audio_extractor": AudioExtractorGraph, "video_extractor": VideoExtractorGraph, "combiner": CombinerGraph,
         "temporal_decoder": TemporalDecoderGraph, "context_cross_kv": ContextCrossKVGraph, "context_decoder": ContextDecoderGraph,
+        "summary_kv": SummaryKVGraph,
     }
     # Rings of 3 chunk slots when tracing; validated with 1, 2 and 5 (streams at random positions, some past the ring).
     ring_checks = [{"batch": 1, "cache_len": m}, {"batch": 3, "cache_len": 2 * m}, {"batch": 2, "cache_len": 5 * m}]
@@ -175,6 +186,7 @@ def build_components(model: MirasolModel) -> list[Component]:
         "combiner": ({"batch": 2}, per_batch, batch),
         "temporal_decoder": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
         "context_cross_kv": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
+        "summary_kv": ({"batch": 2}, per_batch, batch),
         "context_decoder": (
             {"batch": 2, "cache_len": 3 * m, "text_cache_len": t - 2, "text_len": 3},
             [{"batch": 1, "cache_len": m, "text_cache_len": t, "text_len": prompt},  # a prefill, the whole text context

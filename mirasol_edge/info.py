@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
 
+PER_QUESTION = ("context_token", "summary_kv")  # stages of flops_per_chunk that run per question or token, not per chunk
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder", "summary")  # the modules that own parameters
 
 
@@ -38,8 +39,9 @@ def tokens_per_chunk(model: MirasolModel) -> dict[str, int]:
 
 def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int]:
     """FLOPs (2 per multiply-add) of each chunk stage (by its graph's name, runtime/contract.py) for one
-    chunk of one stream, the stream holding a full temporal window; and of one generated token
-    ("context_token") attending to that window. Counted by torch's
+    chunk of one stream, the stream holding a full temporal window; of one generated token
+    ("context_token") attending to that window; and, with a summary memory, of its keys and values
+    ("summary_kv", once per question). Counted by torch's
     FlopCounterMode (matmuls, convolutions, attention) on meta tensors, so nothing is computed."""
     cfg = model.cfg
     spec, m, d, h = cfg.chunk, cfg.combiner.latents, cfg.d_model, cfg.n_heads
@@ -64,16 +66,16 @@ def flops_per_chunk(model: MirasolModel, text_tokens: int = 16) -> dict[str, int
         features, _ = count("temporal_decoder", model.temporal_decoder.step, latents, chunk, [(kv, kv)] * cfg.temporal_layers)
         summary = model.summary.initial(1) if model.summary is not None else None
 
-        def context_cross_kv(features, chunk, cross):  # as the graph: the cross ring, and the summary with its keys and values
+        def context_cross_kv(features, chunk, cross):  # as the graph: the cross ring, and the summary's update
             model.context_decoder.write_cross(features, chunk, cross)
             if summary is not None:
-                model.summary_keys_values(model.summary(summary, features, chunk))
+                model.summary(summary, features, chunk)
 
         count("context_cross_kv", context_cross_kv, features, chunk, [(kv, kv)] * cfg.context_layers)
         token = torch.zeros(1, 1, dtype=torch.long)
         self_kv = torch.zeros(1, h, cfg.max_text_len, d // h)
-        summary_kv = None if summary is None else model.summary_keys_values(summary)
+        summary_kv = None if summary is None else count("summary_kv", model.summary_keys_values, summary)
         count("context_token", model.context_decoder.step, token, torch.full((1,), text_tokens), [(self_kv, self_kv)] * cfg.context_layers,
               [(kv, kv)] * cfg.context_layers, torch.full((1,), cfg.temporal_window), summary_kv)
-    stages["chunk_total"] = sum(v for k, v in stages.items() if k != "context_token")
+    stages["chunk_total"] = sum(v for k, v in stages.items() if k not in PER_QUESTION)
     return stages

@@ -21,6 +21,7 @@ _HASH_BLOCK = 1 << 20  # hash in 1 MiB reads: large bundles never sit whole in m
 _OLDER_FORMATS = {  # format -> what it was, for the one-sentence hint to re-export
     "mirasol-edge-bundle/1": "caches that grow every step",
     "mirasol-edge-bundle/2": "a manifest without the media rules and tokenizer a client needs",
+    "mirasol-edge-bundle/3": "a summary memory's keys and values recomputed by context_cross_kv every chunk",
 }
 
 
@@ -175,7 +176,7 @@ def manifest_faults(manifest: dict) -> list[str]:
     if model is not None:
         nv = _get(components, "video_extractor", "outputs", "video_tokens", "shape")
         specs = contract.graph_specs(contract.Dims.from_config(model, nv[1] if _is_shape(nv) and isinstance(nv[1], int) else None))
-    for name in COMPONENTS:
+    for name in specs or COMPONENTS:
         entry = components.get(name)
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             faults.append(f"it has no '{name}' component")

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # 2: fixed-size caches (rings of chunk slots, a static text cache), batched positions;
-# 3: a manifest without training-only fields or repeated data, the chunking rule and tokenizer stated (docs/bundle.md)
-FORMAT = "mirasol-edge-bundle/3"
+# 3: a manifest without training-only fields or repeated data, the chunking rule and tokenizer stated (docs/bundle.md);
+# 4: a summary memory's keys and values from their own graph (summary_kv), run when a question is asked, not every chunk
+FORMAT = "mirasol-edge-bundle/4"
 
-# The graphs of a bundle, in the order a chunk and then a question run through them.
+# The graphs of every bundle, in the order a chunk and then a question run through them.
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
 CHUNK_STAGES = COMPONENTS[:5]  # what one chunk runs through
+SUMMARY_KV = "summary_kv"  # the seventh graph of a bundle with a summary memory: run before a question's prefill
 SYMBOLIC_DIMS = ("batch", "cache_len", "text_cache_len", "text_len")
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
 
@@ -78,6 +80,11 @@ class Dims:
     def head_dim(self) -> int:
         return self.width // self.heads
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The graphs of a bundle of these dims, in the order a chunk and then a question run through them."""
+        return component_names(self.summary)
+
     @classmethod
     def from_config(cls, config: dict, video_tokens: int | None = None) -> "Dims":
         """config: ModelConfig.to_dict(); video_tokens: Nv when a torchvision backbone sets it (else from the tubelets)."""
@@ -104,8 +111,13 @@ def cache_names(kind: str, layers: int) -> list[str]:
     return [f"{kind}_{part}.{i}" for i in range(layers) for part in ("key", "value")]
 
 
+def component_names(summary_tokens: int) -> tuple[str, ...]:
+    """COMPONENTS, with SUMMARY_KV before the context decoder when the model has summary tokens."""
+    return (*COMPONENTS[:-1], SUMMARY_KV, COMPONENTS[-1]) if summary_tokens else COMPONENTS
+
+
 def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
-    """The six graphs of a bundle: name -> GraphSpec, in COMPONENTS order."""
+    """The graphs of a bundle (six, seven with a summary memory): name -> GraphSpec, in run order."""
     d, h, hd, m = dims.width, dims.heads, dims.head_dim, dims.latents
     f32, i64 = "float32", "int64"
     per_stream = TensorSpec(i64, ("batch",))
@@ -120,8 +132,9 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     if dims.memory:
         combiner_in["memory"] = combiner_out["memory_out"] = TensorSpec(f32, ("batch", dims.memory, d))
     lt, lc = dims.temporal_layers, dims.context_layers
-    # The memory past the window: context_cross_kv rewrites it from each chunk's features and gives its
-    # keys and values, which the context decoder attends to beside the cross cache.
+    # The memory past the window: context_cross_kv rewrites it from each chunk's features; summary_kv gives
+    # its keys and values when a question is asked (not every chunk: they are most of the summary's cost),
+    # which the context decoder attends to beside the cross cache.
     summary_in, summary_out, summary_kv = {}, {}, {}
     if dims.summary:
         summary_in["summary"] = summary_out["summary_out"] = TensorSpec(f32, ("batch", dims.summary, dims.summary_width))
@@ -140,7 +153,7 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
         GraphSpec("context_cross_kv",
                   {"features": TensorSpec(f32, ("batch", m, d)), "chunk_position": per_stream,
                    **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary_in},
-                  {**{n: cache("cache_len") for n in cache_names("present_cross", lc)}, **summary_out, **summary_kv}),
+                  {**{n: cache("cache_len") for n in cache_names("present_cross", lc)}, **summary_out}),
         GraphSpec("context_decoder",
                   {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
                    **{n: cache("text_cache_len") for n in cache_names("past", lc)},
@@ -148,6 +161,9 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
                   {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
                    **{n: cache("text_cache_len") for n in cache_names("present", lc)}}),
     ]
+    if dims.summary:
+        specs.insert(-1, GraphSpec(SUMMARY_KV, summary_in, summary_kv))
+    assert [s.name for s in specs] == list(dims.components)
     return {s.name: s for s in specs}
 
 
@@ -163,11 +179,9 @@ def cross_state(dims: Dims) -> dict[str, str]:
 
 
 def summary_state(dims: Dims) -> dict[str, str]:
-    """context_cross_kv's summary outputs -> the inputs they become: the summary (context_cross_kv's, at
-    the next chunk) and its keys and values (the context decoder's). Empty without a summary memory."""
-    if not dims.summary:
-        return {}
-    return {"summary_out": "summary", **{n: n for n in cache_names("summary", dims.context_layers)}}
+    """context_cross_kv's summary output -> its input at the next chunk (and summary_kv's when a question is
+    asked, whose outputs are the context decoder's inputs of the same names). Empty without a summary memory."""
+    return {"summary_out": "summary"} if dims.summary else {}
 
 
 def text_state(dims: Dims) -> dict[str, str]:

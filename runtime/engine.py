@@ -36,7 +36,7 @@ class ChunkBatch:
     temporal: dict[str, Any]  # past_key.{i} / past_value.{i}: (N, h, C, hd)
     cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd)
     memory: Any  # TTM memory (N, M, D), or None
-    summary: dict[str, Any]  # summary (N, S, Dims.summary_width), summary_key.{i} / summary_value.{i} (N, h, S, hd); {} without one
+    summary: dict[str, Any]  # summary (N, S, Dims.summary_width); {} without one
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,8 @@ class NumpyEngine:
         self._temporal = contract.temporal_state(dims)  # present_* -> past_*
         self._cross = contract.cross_state(dims)  # present_cross_* -> cross_*
         self._text = contract.text_state(dims)
-        self._summary = contract.summary_state(dims)  # summary_out -> summary, summary_key.{i} -> itself, ...
-        self._summary_shapes: dict[str, tuple[int, ...]] = {n: (dims.heads, dims.summary, dims.head_dim) for n in self._summary.values()}
-        if dims.summary:
-            self._summary_shapes["summary"] = (dims.summary, dims.summary_width)
+        self._summary = contract.summary_state(dims)  # summary_out -> summary
+        self._summary_shapes = {"summary": (dims.summary, dims.summary_width)} if dims.summary else {}
         self.has_memory = dims.memory > 0
 
     # -- how a graph runs and how values are stacked (what BoundEngine changes) ----------------
@@ -135,7 +133,7 @@ class NumpyEngine:
         return (self.dims.heads, self.cache_len, self.dims.head_dim)
 
     def state_bytes(self) -> int:
-        """Bytes of one stream's state: temporal and cross caches, TTM memory, summary and its keys and values."""
+        """Bytes of one stream's state: temporal and cross caches, TTM memory and summary."""
         per_cache = 4 * int(np.prod(self.cache_shape()))
         memory = 4 * self.dims.memory * self.dims.width
         summary = sum(4 * int(np.prod(shape)) for shape in self._summary_shapes.values())
@@ -188,7 +186,7 @@ class NumpyEngine:
         position = np.array([s.chunks for s in states], np.int64)  # (N,) each stream's next chunk
         temporal = self._run("temporal_decoder", {"latents": combined["latents"], "chunk_position": position,
                                                   **self._gather(states, "temporal")})
-        summary = {"summary": self._gather(states, "summary")["summary"]} if self._summary else {}
+        summary = self._gather(states, "summary") if self._summary else {}
         cross = self._run("context_cross_kv", {"features": temporal["features"], "chunk_position": position,
                                                **self._gather(states, "cross"), **summary})
         batch = ChunkBatch(
@@ -240,11 +238,11 @@ class NumpyEngine:
         return {n: np.ascontiguousarray(v[:, :, :keep]) for n, v in cross.items()}
 
     def _summary_keys_values(self, states: Sequence[StreamState]) -> dict[str, Any]:
-        """The N states' summary keys and values, by the context decoder's input names ({} without a summary)."""
+        """The N states' summary keys and values (N, h, S, hd) by the context decoder's input names, from
+        the summary_kv graph: once per batch of questions, not per chunk ({} without a summary)."""
         if not self._summary:
             return {}
-        summary = self._gather(states, "summary")
-        return {n: v for n, v in summary.items() if n != "summary"}
+        return self._run(contract.SUMMARY_KV, self._gather(states, "summary"))
 
     def decode_one_token(self, text: TextBatch, tokens: np.ndarray) -> tuple[np.ndarray, TextBatch]:
         """tokens (N,) int64, one per row, at each row's position -> logits (N, V) f32 and the TextBatch after them."""
@@ -341,7 +339,8 @@ def check_same_types(sessions: dict, dims: contract.Dims) -> None:
         links.append(("combiner", "memory_out", "combiner", "memory"))
     if dims.summary:
         links += [("context_cross_kv", "summary_out", "context_cross_kv", "summary"),
-                  ("context_cross_kv", "summary_key.0", "context_decoder", "summary_key.0")]
+                  ("context_cross_kv", "summary_out", contract.SUMMARY_KV, "summary"),
+                  (contract.SUMMARY_KV, "summary_key.0", "context_decoder", "summary_key.0")]
     for src, out, dst, inp in links:
         a = {o.name: o.type for o in sessions[src].get_outputs()}[out]
         b = {i.name: i.type for i in sessions[dst].get_inputs()}[inp]

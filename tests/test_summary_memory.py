@@ -192,9 +192,26 @@ def test_a_1000_chunk_stream_keeps_its_memory_bounded(summary_model_and_runtime)
             assert sum(a.nbytes for a in stream.arrays().values()) == runtime.engine.state_bytes()
     assert sizes[1] == sizes[2] == sizes[10] == sizes[1000]
     d = runtime.dims
-    assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and sizes[1000]["summary_key.0"] == (d.heads, TOKENS, d.head_dim)
+    assert sizes[1000]["summary"] == (TOKENS, d.width + 1) and "summary_key.0" not in sizes[1000]  # keys: made per question
     assert sizes[1000]["cross_key.0"] == (d.heads, 2 * d.latents, d.head_dim)
     assert np.isfinite(stream.arrays()["summary"]).all()
+
+
+def test_the_summary_keys_and_values_are_made_per_question_not_per_chunk(summary_model_and_runtime, monkeypatch):
+    _, runtime = summary_model_and_runtime
+    assert list(runtime.sessions) == list(contract.component_names(TOKENS))  # summary_kv: the seventh graph, before the decoder
+    assert not [o.name for o in runtime.sessions["context_cross_kv"].get_outputs() if o.name.startswith("summary_key")]
+    runs = []
+    run = runtime.engine._run
+    monkeypatch.setattr(runtime.engine, "_run", lambda component, *args: runs.append(component) or run(component, *args))
+    stream = runtime.create_stream()
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        stream.push(*random_chunk(runtime.chunk, rng))
+    assert "context_cross_kv" in runs and contract.SUMMARY_KV not in runs
+    runs.clear()
+    stream.ask("how many beeps are there?")
+    assert runs.count(contract.SUMMARY_KV) == 1 and runs.index(contract.SUMMARY_KV) < runs.index("context_decoder")
 
 
 def test_ordered_tokens_pool_their_mean_time_exactly():
@@ -262,7 +279,8 @@ def test_ordered_summaries_survive_export_and_the_runtime(tmp_path):
         stream, state = _streamed_past_the_window(model, runtime, seed=9)
         np.testing.assert_allclose(stream.arrays()["summary"], state.summary[0].numpy(), atol=1e-4)
         keys = model.stream_summary(state)[0][0][0].numpy()
-        np.testing.assert_allclose(stream.arrays()["summary_key.0"], keys, atol=1e-4)
+        summary = stream.arrays()["summary"][None]  # (S, Dsum) -> (1, S, Dsum)
+        np.testing.assert_allclose(runtime.sessions["summary_kv"].run(["summary_key.0"], {"summary": summary})[0][0], keys, atol=1e-4)
         assert stream.ask("how many beeps are there?") == model.answer(state, "how many beeps are there?")
 
 

@@ -17,10 +17,10 @@ def info(
     video_backbone: Optional[str] = VIDEO_BACKBONE,
     json_out: Optional[Path] = json_option(
         "model, config, tokens_per_chunk {audio, video, latents}, parameters {component: count, total}, "
-        "flops_per_chunk {stage: FLOPs, chunk_total}, flops_per_token"),
+        "flops_per_chunk {stage: FLOPs, chunk_total}, flops_per_token, flops_per_question (the summary's keys and values; 0 without)"),
 ):
     """Config, parameter counts and FLOPs per chunk of a preset (built on the meta device: no memory)."""
-    from mirasol_edge.info import build_meta, flops_per_chunk, parameter_counts, tokens_per_chunk
+    from mirasol_edge.info import PER_QUESTION, build_meta, flops_per_chunk, parameter_counts, tokens_per_chunk
 
     if checkpoint is not None:
         from mirasol_edge.checkpoint import load_checkpoint
@@ -54,10 +54,13 @@ def info(
     typer.echo(f"{'total':<18}{counts['total']:>16,}{flops['chunk_total'] / 1e9:>15.3f}")
     typer.echo(f"\nparameters: {counts['total'] / 1e9:.3f} B")
     typer.echo(f"generated token (full window): {flops['context_token'] / 1e9:.4f} GFLOPs")
+    if "summary_kv" in flops:
+        typer.echo(f"summary keys and values (once per question): {flops['summary_kv'] / 1e9:.4f} GFLOPs")
     if json_out is not None:
-        per_chunk = {stage: n for stage, n in flops.items() if stage != "context_token"}
+        per_chunk = {stage: n for stage, n in flops.items() if stage not in PER_QUESTION}
         write_json(json_out, {"model": name, "config": cfg.to_dict(), "tokens_per_chunk": tokens, "parameters": counts,
-                              "flops_per_chunk": per_chunk, "flops_per_token": flops["context_token"]})
+                              "flops_per_chunk": per_chunk, "flops_per_token": flops["context_token"],
+                              "flops_per_question": flops.get("summary_kv", 0)})
 
 
 def init(
