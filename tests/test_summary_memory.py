@@ -214,6 +214,24 @@ def test_the_summary_keys_and_values_are_made_per_question_not_per_chunk(summary
     assert runs.count(contract.SUMMARY_KV) == 1 and runs.index(contract.SUMMARY_KV) < runs.index("context_decoder")
 
 
+def test_io_binding_streams_and_answers_as_numpy_past_the_window(summary_model_and_runtime):
+    """Values kept as OrtValues between graphs (the GPU path, here on the CPU): streams of different ages batched,
+    some past the window, regrouped; the summary and the answers are the numpy engine's."""
+    _, runtime = summary_model_and_runtime
+    bound = Runtime.load(runtime.bundle.path, intra_op_threads=1, io_binding=True)
+    rng = np.random.default_rng(12)
+    chunks = [random_chunk(runtime.chunk, rng) for _ in range(7)]
+    plain, tied = [runtime.create_stream() for _ in range(3)], [bound.create_stream() for _ in range(3)]
+    for k, chunk in enumerate(chunks):
+        active = [i for i in range(3) if k < 3 + 2 * i]  # the streams end after 3, 5 and 7 chunks
+        runtime.push_streams([plain[i] for i in active], [chunk] * len(active))
+        bound.push_streams([tied[i] for i in active], [chunk] * len(active))
+    for a, b in zip(plain, tied):
+        np.testing.assert_allclose(b.arrays()["summary"], a.arrays()["summary"], atol=1e-5)
+    questions = ["how many beeps are there?", "what colour is the first shape?", "which sound comes first?"]
+    assert bound.ask_streams(list(zip(tied, questions))) == runtime.ask_streams(list(zip(plain, questions)))
+
+
 def test_ordered_tokens_pool_their_mean_time_exactly():
     model = tiny_model(summary_tokens=TOKENS, summary_order=2)
     m, d = model.cfg.combiner.latents, model.cfg.d_model
