@@ -176,6 +176,8 @@ def manifest_faults(manifest: dict) -> list[str]:
     if model is not None:
         nv = _get(components, "video_extractor", "outputs", "video_tokens", "shape")
         specs = contract.graph_specs(contract.Dims.from_config(model, nv[1] if _is_shape(nv) and isinstance(nv[1], int) else None))
+    if specs is not None:
+        faults += [f"it has a '{name}' component its config does not imply" for name in components if name not in specs]
     for name in specs or COMPONENTS:
         entry = components.get(name)
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):

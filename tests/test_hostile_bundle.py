@@ -105,6 +105,7 @@ def test_a_huge_file_in_place_of_a_graph_is_refused_by_its_size_without_hashing_
      "'context_decoder' outputs differ"),
     (lambda m: m["components"]["combiner"].update(external_data=[{"file": "elsewhere.data"}]), "external data is not"),
     (lambda m: m["files"].update({"x.onnx": "nope"}), "not {sha256, bytes}"),
+    (lambda m: m["components"].update(summary_kv=m["components"]["combiner"]), "'summary_kv' component its config does not imply"),
 ])
 def test_a_hand_edited_manifest_is_refused_in_one_sentence_and_inspect_lists_the_fault(bundle, change, needle):
     edit(bundle, change)
