@@ -80,11 +80,6 @@ class Dims:
     def head_dim(self) -> int:
         return self.width // self.heads
 
-    @property
-    def components(self) -> tuple[str, ...]:
-        """The graphs of a bundle of these dims, in the order a chunk and then a question run through them."""
-        return component_names(self.summary)
-
     @classmethod
     def from_config(cls, config: dict, video_tokens: int | None = None) -> "Dims":
         """config: ModelConfig.to_dict(); video_tokens: Nv when a torchvision backbone sets it (else from the tubelets)."""
@@ -163,7 +158,7 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
     ]
     if dims.summary:
         specs.insert(-1, GraphSpec(SUMMARY_KV, summary_in, summary_kv))
-    assert [s.name for s in specs] == list(dims.components)
+    assert [s.name for s in specs] == list(component_names(dims.summary))
     return {s.name: s for s in specs}
 
 
