@@ -85,6 +85,7 @@ def train(
     duration_weights: Optional[str] = typer.Option(None, "--duration-weights", help="Relative frequency of each of --durations, e.g. 3,1."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="Train on the media files of this manifest instead of synthetic clips."),
     off_grid_fraction: float = typer.Option(0.0, "--off-grid-fraction", help="Synthetic clips with events off the chunk grid (data synth --off-grid), as a fraction."),
+    near_change: float = typer.Option(0.0, "--near-change", help="Of the off-grid clips' sounds, the fraction placed to start or end within 0.12 s of a shape change (hard examples)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this checkpoint's weights (same config): fine-tuning with a new optimizer and schedule."),
     resume: bool = typer.Option(False, "--resume", help="Continue OUT/checkpoint.pt: weights, optimizer, step, elapsed time."),
     seed: int = typer.Option(0, "--seed", help="Seed of the model initialisation."),
@@ -110,7 +111,7 @@ def train(
         durations=_numbers(durations, "--durations", int, "4,6,8"),
         duration_weights=_numbers(duration_weights, "--duration-weights", float, "3,1,1"),
         manifest=str(manifest) if manifest else None, off_grid_fraction=off_grid_fraction,
-        init_from=str(init_from) if init_from else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
+        near_change=near_change, init_from=str(init_from) if init_from else None, seed=seed, data_seed=data_seed, num_workers=workers, amp=amp,
     )
     cfg = with_video_backbone(tcfg.model_config(), video_backbone)  # bad options fail before anything starts
     _set_threads(threads)

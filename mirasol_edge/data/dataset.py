@@ -36,7 +36,8 @@ class SyntheticDataset(Dataset):
     them, 11-13), drawn without replacement; deterministic per (seed, i). `durations` (whole seconds,
     each allowed by the chunk spec) and their `weights` set the clip lengths: the `group` consecutive
     items i // group share one length, so a batch of `group` clips needs no chunk padding.
-    `off_grid`: the fraction of clips whose events lie off the chunk grid (synth's off_grid mode).
+    `off_grid`: the fraction of clips whose events lie off the chunk grid (synth's off_grid mode);
+    `near_change`: in those, the fraction of sounds placed against a shape change (hard examples).
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class SyntheticDataset(Dataset):
         weights: Sequence[float] | None = None,
         group: int = 1,
         off_grid: float = 0.0,
+        near_change: float = 0.0,
     ):
-        if not 0 <= off_grid <= 1:
-            raise ValueError(f"the off-grid fraction must be in [0, 1], got {off_grid}.")
-        self.off_grid = float(off_grid)
+        for name, value in (("off-grid fraction", off_grid), ("near-change fraction", near_change)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"the {name} must be in [0, 1], got {value}.")
+        self.off_grid, self.near_change = float(off_grid), float(near_change)
         self.spec, self.n, self.seed, self.questions_per_clip = spec, int(n), int(seed), questions_per_clip
         allowed = allowed_durations(spec)
         self.durations = list(durations) if durations else allowed
@@ -77,7 +80,8 @@ class SyntheticDataset(Dataset):
             raise IndexError(i)
         d = self.duration(i)
         off_grid = self.off_grid > 0 and np.random.default_rng([self.seed, i, 3]).random() < self.off_grid
-        clip = render_clip(clip_seed(self.seed, i), self.spec, min_seconds=d, max_seconds=d, off_grid=off_grid)
+        clip = render_clip(clip_seed(self.seed, i), self.spec, min_seconds=d, max_seconds=d, off_grid=off_grid,
+                           near_change=self.near_change)
         frames, waveform = chunk_clip(clip.frames, clip.waveform, self.spec)  # (K, F, H, W, 3), (K, S)
         rng = np.random.default_rng([self.seed, i, 2])
         qa = [clip.qa[j] for j in _pick(len(clip.qa), self.questions_per_clip, rng)]

@@ -27,6 +27,7 @@ class TrainConfig:
     durations: tuple[int, ...] | None = None  # synthetic clip lengths in seconds (None: all of 4-12 s the chunk allows)
     duration_weights: tuple[float, ...] | None = None  # how often each length is drawn (None: uniform)
     off_grid_fraction: float = 0.0  # synthetic clips with events off the chunk grid (synth's off_grid mode)
+    near_change: float = 0.0  # of their sounds, the fraction placed against a shape change (synth's near_change)
     init_from: str | None = None  # start from this checkpoint's weights (same config; a new optimizer and schedule)
     manifest: str | None = None  # train on these media files instead of synthetic clips
     seed: int = 0  # model initialisation

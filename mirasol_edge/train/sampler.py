@@ -58,7 +58,7 @@ def training_loader(tcfg: TrainConfig, cfg: ModelConfig, rank: int, world: int, 
     else:
         dataset = SyntheticDataset(cfg.chunk, SYNTHETIC_ITEMS, tcfg.data_seed, tcfg.questions_per_clip,
                                    tcfg.durations, tcfg.duration_weights, group=tcfg.batch_size,
-                                   off_grid=tcfg.off_grid_fraction)
+                                   off_grid=tcfg.off_grid_fraction, near_change=tcfg.near_change)
         n_items, shuffle = SYNTHETIC_ITEMS, False
     sampler = GlobalBatchSampler(n_items, tcfg.batch_size, rank, world, start_step, shuffle, tcfg.data_seed)
     return torch.utils.data.DataLoader(

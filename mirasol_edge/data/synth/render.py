@@ -106,17 +106,19 @@ def _render_audio(scene: Scene, spec: ChunkSpec, rng: np.random.Generator) -> np
 
 
 def render_clip(
-    seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12, off_grid: bool = False
+    seed: int, spec: ChunkSpec, min_seconds: int = 4, max_seconds: int = 12, off_grid: bool = False,
+    near_change: float = 0.0,
 ) -> SynthClip:
     """Render clip `seed`: frames at spec.fps x spec.frame_size, mono audio at spec.sample_rate.
 
     The length is a whole number of seconds in [min_seconds, max_seconds] (a multiple of
     chunk_seconds when that is whole, see allowed_durations). Deterministic for a seed.
     off_grid=True: events at sub-second times that cross chunk boundaries (scene.draw_scene);
-    each frame shows the shape whose [start, end) holds the frame's middle, or none.
+    each frame shows the shape whose [start, end) holds the frame's middle, or none; near_change
+    (training only) places that fraction of its sounds against a shape change (scene._draw_off_grid).
     """
     rng = np.random.default_rng(seed)
-    scene = draw_scene(rng, seed, spec, min_seconds, max_seconds, off_grid)
+    scene = draw_scene(rng, seed, spec, min_seconds, max_seconds, off_grid, near_change)
     background = rng.integers(0, BACKGROUND_MAX + 1, size=3).astype(np.uint8)
     frames = _render_video(scene, spec, background)
     waveform = _render_audio(scene, spec, rng)

@@ -174,18 +174,20 @@ def clip_seed(seed: int, index: int) -> int:
 
 
 def draw_scene(
-    rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int, off_grid: bool = False
+    rng: np.random.Generator, seed: int, spec: ChunkSpec, min_seconds: int, max_seconds: int, off_grid: bool = False,
+    near_change: float = 0.0,
 ) -> Scene:
     """Scene `seed` drawn from rng, which render_clip then goes on drawing the clip's looks and sounds from.
 
     off_grid=False (the default): every event starts and ends on a whole second. off_grid=True:
     events start anywhere and last sub-second amounts (see _draw_off_grid); the clip is still a
-    whole number of seconds and the questions are the same templates with one answer each.
+    whole number of seconds and the questions are the same templates with one answer each;
+    near_change: see _draw_off_grid (off-grid scenes only).
     """
     durations = allowed_durations(spec, min_seconds, max_seconds)
     d = int(durations[rng.integers(len(durations))])
     if off_grid:
-        scene = Scene(int(seed), d, _draw_off_grid(rng, d, spec), [], off_grid=True)
+        scene = Scene(int(seed), d, _draw_off_grid(rng, d, spec, near_change), [], off_grid=True)
         scene.qa = _questions(scene, rng)
         return scene
 
@@ -228,9 +230,10 @@ OFF_GRID_BEEP_GAP = (0.1, 0.25)  # ... and s of silence between two beeps
 OFF_GRID_TONE = (0.3, 1.0)  # s, tone length range
 OFF_GRID_NOISE = (0.3, 0.8)  # s, noise length range
 _CS = 0.01  # sound times are whole centiseconds
+NEAR_CHANGE = 0.12  # s: with near_change, a sound starts or ends within this of its span's edge (a shape change)
 
 
-def _draw_off_grid(rng: np.random.Generator, d: int, spec: ChunkSpec) -> list[Event]:
+def _draw_off_grid(rng: np.random.Generator, d: int, spec: ChunkSpec, near_change: float = 0.0) -> list[Event]:
     """Events of a d-second off-grid clip: anywhere in time, crossing chunk boundaries.
 
     Video: a lead-in blank of 0 to 1 s (in frames: the clip's random phase against the chunks),
@@ -245,6 +248,10 @@ def _draw_off_grid(rng: np.random.Generator, d: int, spec: ChunkSpec) -> list[Ev
     answer; sounds never overlap and have >= OFF_GRID_SOUND_GAP of silence between them, so
     starts are >= 0.25 s apart and "which came first" and "how many beeps" are well defined.
     Object order is by start; starts differ by >= OFF_GRID_OBJECT_MIN.
+
+    near_change (training only; 0 draws exactly the held-out sets' scenes): the probability that a
+    sound is placed to start or end within NEAR_CHANGE of its free span's edge, mostly a shape
+    change: the cases where "what was on screen during the X" hinges on a fraction of a frame.
     """
     fps = int(spec.fps)
     n = int(rng.integers(1, MAX_OBJECTS + 1))
@@ -290,6 +297,9 @@ def _draw_off_grid(rng: np.random.Generator, d: int, spec: ChunkSpec) -> list[Ev
                 break
             a, b = fits[int(rng.integers(len(fits)))]
             s0 = a + int(rng.integers(0, b - a - ln + 1))
+            if near_change and rng.random() < near_change:
+                step = int(rng.integers(0, min(b - a - ln, round(NEAR_CHANGE / _CS)) + 1))
+                s0 = a + step if rng.random() < 0.5 else b - ln - step
             placed[kind] = (s0, s0 + ln)
             x, y = s0 - pad, s0 + ln + pad  # the sound and its silence, out of every span
             free = [h for a_, b_ in free for h in ((a_, min(b_, x)), (max(a_, y), b_)) if h[1] > h[0]]
