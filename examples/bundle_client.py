@@ -18,7 +18,7 @@ import av
 import numpy as np
 import onnxruntime as ort
 
-FORMAT = "mirasol-edge-bundle/4"
+FORMATS = ("mirasol-edge-bundle/5", "mirasol-edge-bundle/4")  # a /4 bundle is a /5 one without a window decoder
 EPS = 1e-6  # seconds: the tolerance of every timestamp comparison (docs/bundle.md, Media)
 TEXT_CACHE_STEP = 16  # the text self cache is sized in steps of 16 positions
 CROSS_SLOT_STEP = 4  # questions see the filled cross slots, rounded up to a multiple of 4
@@ -28,8 +28,8 @@ class Bundle:
     def __init__(self, path: str | Path):
         path = Path(path)
         self.manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        if self.manifest["format"] != FORMAT:
-            raise ValueError(f"{path} is a {self.manifest['format']} bundle; this client reads {FORMAT}.")
+        if self.manifest["format"] not in FORMATS:
+            raise ValueError(f"{path} is a {self.manifest['format']} bundle; this client reads {' and '.join(FORMATS)}.")
         self.config, self.chunk, self.media = self.manifest["config"], self.manifest["config"]["chunk"], self.manifest["media"]
         self.tokenizer = self.manifest["tokenizer"]
         self.components = self.manifest["components"]
@@ -242,15 +242,17 @@ def ask(bundle: Bundle, stream: dict, question: str, max_new_tokens: int | None 
     text_cache_len = min(length, math.ceil((len(prompt) + budget) / TEXT_CACHE_STEP) * TEXT_CACHE_STEP)
     slots = math.ceil(min(stream["chunks"], stream["window"]) / CROSS_SLOT_STEP) * CROSS_SLOT_STEP
     cross = {n: v[:, :, : slots * stream["m"]] if slots < stream["window"] else v for n, v in stream["cross"].items()}
-    past = {n: bundle.zeros("context_decoder", n, batch=1, text_cache_len=text_cache_len)
-            for n in bundle.components["context_decoder"]["inputs"] if n.startswith("past_")}
+    # a window decoder, where the bundle has one, answers while no chunk has left the window
+    inside = "window_context_decoder" in bundle.components and stream["chunks"] <= stream["window"]
+    decoder = "window_context_decoder" if inside else "context_decoder"
+    past = {n: bundle.zeros(decoder, n, batch=1, text_cache_len=text_cache_len)
+            for n in bundle.components[decoder]["inputs"] if n.startswith("past_")}
     # the summary's keys and values, once per question (the graph exists where the bundle has a summary)
-    summary_kv = bundle.run("summary_kv", stream["summary"]) if stream["summary"] else {}
+    summary_kv = bundle.run("summary_kv", stream["summary"]) if stream["summary"] and not inside else {}
     tokens, position, answer = np.array([prompt], np.int64), 0, []
     while True:
-        out = bundle.run("context_decoder", {"tokens": tokens, "text_position": np.array([position], np.int64),
-                                             "chunks_seen": np.array([stream["chunks"]], np.int64), **past, **cross,
-                                             **summary_kv})
+        out = bundle.run(decoder, {"tokens": tokens, "text_position": np.array([position], np.int64),
+                                   "chunks_seen": np.array([stream["chunks"]], np.int64), **past, **cross, **summary_kv})
         past = {n.replace("present_", "past_"): v for n, v in out.items() if n != "logits"}
         position += tokens.shape[1]
         answer.append(int(np.argmax(out["logits"][0, -1])))

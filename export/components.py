@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mirasol_edge.model import MirasolModel
-from mirasol_edge.runtime.contract import Dims, GraphSpec, TensorSpec, graph_specs
+from mirasol_edge.runtime.contract import WINDOW_CONTEXT_DECODER, Dims, GraphSpec, TensorSpec, graph_specs
 
 MAX_BATCH = 4096  # upper bound torch.export needs for the symbolic batch dim
 MAX_WINDOW = 1 << 16  # upper bound of the chunk slots of the temporal and cross caches
@@ -145,12 +145,13 @@ class SummaryKVGraph(nn.Module):
 
 class ContextDecoderGraph(nn.Module):
     """tokens, text_position, chunks_seen, past_* (self cache), cross_* (the stream's cross cache)
-    (, summary_* (the summary's keys and values)) -> logits, present_*."""
+    (, summary_* (the summary's keys and values)) -> logits, present_*. window=True: the model's window
+    decoder (window_context_decoder), which has no summary inputs."""
 
-    def __init__(self, model: MirasolModel):
+    def __init__(self, model: MirasolModel, window: bool = False):
         super().__init__()
-        self.decoder = model.context_decoder
-        self.layers = len(model.context_decoder.blocks)
+        self.decoder = model.window_decoder if window else model.context_decoder
+        self.layers = len(self.decoder.blocks)
 
     def forward(self, tokens: Tensor, text_position: Tensor, chunks_seen: Tensor, *caches: Tensor):
         n = 2 * self.layers
@@ -164,7 +165,7 @@ class ContextDecoderGraph(nn.Module):
 
 
 def build_components(model: MirasolModel) -> list[Component]:
-    """The graphs of the contract (six, seven with a summary memory), in the order a chunk and a question run through them."""
+    """The graphs of the contract (contract.graph_specs), in the order a chunk and a question run through them."""
     cfg = model.cfg
     dims = Dims.from_config(cfg.to_dict(), _video_tokens(model))
     specs = graph_specs(dims)
@@ -175,11 +176,18 @@ def build_components(model: MirasolModel) -> list[Component]:
     wrappers = {
         "audio_extractor": AudioExtractorGraph, "video_extractor": VideoExtractorGraph, "combiner": CombinerGraph,
         "temporal_decoder": TemporalDecoderGraph, "context_cross_kv": ContextCrossKVGraph, "context_decoder": ContextDecoderGraph,
-        "summary_kv": SummaryKVGraph,
+        "summary_kv": SummaryKVGraph, WINDOW_CONTEXT_DECODER: lambda model: ContextDecoderGraph(model, window=True),
     }
     # Rings of 3 chunk slots when tracing; validated with 1, 2 and 5 (streams at random positions, some past the ring).
     ring_checks = [{"batch": 1, "cache_len": m}, {"batch": 3, "cache_len": 2 * m}, {"batch": 2, "cache_len": 5 * m}]
     prompt = min(7, t - 1)
+    text = (
+        {"batch": 2, "cache_len": 3 * m, "text_cache_len": t - 2, "text_len": 3},
+        [{"batch": 1, "cache_len": m, "text_cache_len": t, "text_len": prompt},  # a prefill, the whole text context
+         {"batch": 3, "cache_len": 5 * m, "text_cache_len": prompt + 2, "text_len": 1},  # decoding one token
+         {"batch": 2, "cache_len": 2 * m, "text_cache_len": t - 1, "text_len": 2}],
+        {**rings, "text_cache_len": (2, t), "text_len": (1, t)},
+    )
     plan = {
         "audio_extractor": ({"batch": 2}, per_batch, batch),
         "video_extractor": ({"batch": 2}, per_batch, batch),
@@ -187,13 +195,8 @@ def build_components(model: MirasolModel) -> list[Component]:
         "temporal_decoder": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
         "context_cross_kv": ({"batch": 2, "cache_len": 3 * m}, ring_checks, rings),
         "summary_kv": ({"batch": 2}, per_batch, batch),
-        "context_decoder": (
-            {"batch": 2, "cache_len": 3 * m, "text_cache_len": t - 2, "text_len": 3},
-            [{"batch": 1, "cache_len": m, "text_cache_len": t, "text_len": prompt},  # a prefill, the whole text context
-             {"batch": 3, "cache_len": 5 * m, "text_cache_len": prompt + 2, "text_len": 1},  # decoding one token
-             {"batch": 2, "cache_len": 2 * m, "text_cache_len": t - 1, "text_len": 2}],
-            {**rings, "text_cache_len": (2, t), "text_len": (1, t)},
-        ),
+        WINDOW_CONTEXT_DECODER: text,
+        "context_decoder": text,
     }
     components = []
     for name, spec in specs.items():

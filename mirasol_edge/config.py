@@ -59,6 +59,10 @@ class ModelConfig:
     # which of the others found something later and which earlier than they did, from the exact mean time each
     # pooled (model/summary.py): "which came first" is then read, not computed (0: none, as older checkpoints)
     summary_order: int = 0
+    # questions asked before any chunk has left the window go to a second context decoder, the window-only
+    # model's, kept as it was trained (it shares the cross keys and values, so one cross cache serves both);
+    # the one trained with the summary answers past the window only (needs summary_after_window)
+    window_decoder: bool = False
     context_layers: int = 1
     max_text_len: int = 96  # text context: question + answer tokens, bos/sep/eos included
     vocab_size: int = VOCAB_SIZE
@@ -76,6 +80,8 @@ class ModelConfig:
         assert self.combiner.kind in ("transformer", "ttm"), f"unknown combiner {self.combiner.kind!r}"
         assert self.summary_pooling in ("latent", "chunk"), f"unknown summary pooling {self.summary_pooling!r}"
         assert 0 <= self.summary_order <= self.summary_tokens, "summary_order relates some of the summary tokens"
+        assert not self.window_decoder or (self.summary_tokens and self.summary_after_window), \
+            "a window decoder answers while the summary is not attended: it needs summary tokens attended after the window"
 
     @property
     def audio_tokens(self) -> int:

@@ -9,7 +9,8 @@ from mirasol_edge.config import ModelConfig
 from mirasol_edge.model import MirasolModel
 
 PER_QUESTION = ("context_token", "summary_kv")  # stages of flops_per_chunk that run per question or token, not per chunk
-COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder", "summary")  # the modules that own parameters
+# the modules that own parameters (a window decoder's cross keys and values are the context decoder's: "total" counts them once)
+COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_decoder", "window_decoder", "summary")
 
 
 def build_meta(cfg: ModelConfig) -> MirasolModel:

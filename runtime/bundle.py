@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from mirasol_edge.runtime import contract, media, tokenizer
 from mirasol_edge.runtime.chunking import KEEP_PARTIAL_FRACTION, ChunkSpec
-from mirasol_edge.runtime.contract import COMPONENTS, FORMAT
+from mirasol_edge.runtime.contract import COMPONENTS, FORMAT, READABLE_FORMATS
 
 MANIFEST = "manifest.json"
 _HASH_BLOCK = 1 << 20  # hash in 1 MiB reads: large bundles never sit whole in memory
@@ -140,9 +140,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
             f"bundle {root} was exported by an older mirasol-edge (format {version.rsplit('/', 1)[1]}: "
             f"{_OLDER_FORMATS[version]}); re-export it from its checkpoint: mirasol-edge export CHECKPOINT {root} --force."
         )
-    if version != FORMAT:
+    if version not in READABLE_FORMATS:
         raise BundleError(
-            f"bundle manifest {file} has format {version!r}, but this runtime reads {FORMAT!r} only; "
+            f"bundle manifest {file} has format {version!r}, but this runtime reads {' and '.join(map(repr, READABLE_FORMATS))} only; "
             f"re-export the bundle with this version of mirasol-edge, or upgrade mirasol-edge."
         )
     return manifest

@@ -17,13 +17,19 @@ from typing import Any
 
 # 2: fixed-size caches (rings of chunk slots, a static text cache), batched positions;
 # 3: a manifest without training-only fields or repeated data, the chunking rule and tokenizer stated (docs/bundle.md);
-# 4: a summary memory's keys and values from their own graph (summary_kv), run when a question is asked, not every chunk
-FORMAT = "mirasol-edge-bundle/4"
+# 4: a summary memory's keys and values from their own graph (summary_kv), run when a question is asked, not every chunk;
+# 5: a window decoder (window_context_decoder) answers the questions asked before any chunk has left the window
+FORMAT = "mirasol-edge-bundle/5"
+# What this runtime reads: a /4 bundle is a /5 one without a window decoder (the same manifest and graphs).
+READABLE_FORMATS = (FORMAT, "mirasol-edge-bundle/4")
 
 # The graphs of every bundle, in the order a chunk and then a question run through them.
 COMPONENTS = ("audio_extractor", "video_extractor", "combiner", "temporal_decoder", "context_cross_kv", "context_decoder")
 CHUNK_STAGES = COMPONENTS[:5]  # what one chunk runs through
 SUMMARY_KV = "summary_kv"  # the seventh graph of a bundle with a summary memory: run before a question's prefill
+# With ModelConfig.window_decoder: the context decoder of the questions asked while no chunk has left the window
+# (chunks_seen <= the cross cache's slots); the context decoder then answers past the window only.
+WINDOW_CONTEXT_DECODER = "window_context_decoder"
 SYMBOLIC_DIMS = ("batch", "cache_len", "text_cache_len", "text_len")
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)", "int64": "tensor(int64)"}  # as sessions report them
 
@@ -69,6 +75,7 @@ class Dims:
     context_layers: int
     summary: int = 0  # Sm: summary tokens of the memory past the window (0: the window only)
     summary_order: int = 0  # the first of them related by time: each token's state also pools its time (1)
+    window_decoder: bool = False  # questions inside the window have a context decoder of their own
 
     @property
     def summary_width(self) -> int:
@@ -98,6 +105,7 @@ class Dims:
             vocab=config["vocab_size"], temporal_layers=config["temporal_layers"], context_layers=config["context_layers"],
             summary=config.get("summary_tokens", OPTIONAL["summary_tokens"]),
             summary_order=config.get("summary_order", OPTIONAL["summary_order"]),
+            window_decoder=config.get("window_decoder", OPTIONAL["window_decoder"]),
         )
 
 
@@ -106,13 +114,22 @@ def cache_names(kind: str, layers: int) -> list[str]:
     return [f"{kind}_{part}.{i}" for i in range(layers) for part in ("key", "value")]
 
 
-def component_names(summary_tokens: int) -> tuple[str, ...]:
-    """COMPONENTS, with SUMMARY_KV before the context decoder when the model has summary tokens."""
-    return (*COMPONENTS[:-1], SUMMARY_KV, COMPONENTS[-1]) if summary_tokens else COMPONENTS
+def component_names(summary_tokens: int, window_decoder: bool = False) -> tuple[str, ...]:
+    """COMPONENTS, with SUMMARY_KV (when the model has summary tokens) and WINDOW_CONTEXT_DECODER (with a window
+    decoder) before the context decoder."""
+    extra = (SUMMARY_KV,) * bool(summary_tokens) + (WINDOW_CONTEXT_DECODER,) * bool(window_decoder)
+    return (*COMPONENTS[:-1], *extra, COMPONENTS[-1])
+
+
+def config_components(config: dict) -> tuple[str, ...]:
+    """The graphs of a bundle with this model config (a dict, as the manifest carries it)."""
+    return component_names(config.get("summary_tokens", OPTIONAL["summary_tokens"]),
+                           config.get("window_decoder", OPTIONAL["window_decoder"]))
 
 
 def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
-    """The graphs of a bundle (six, seven with a summary memory): name -> GraphSpec, in run order."""
+    """The graphs of a bundle (six, seven with a summary memory, eight with a window decoder too): name -> GraphSpec,
+    in run order."""
     d, h, hd, m = dims.width, dims.heads, dims.head_dim, dims.latents
     f32, i64 = "float32", "int64"
     per_stream = TensorSpec(i64, ("batch",))
@@ -149,16 +166,22 @@ def graph_specs(dims: Dims) -> dict[str, GraphSpec]:
                   {"features": TensorSpec(f32, ("batch", m, d)), "chunk_position": per_stream,
                    **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary_in},
                   {**{n: cache("cache_len") for n in cache_names("present_cross", lc)}, **summary_out}),
-        GraphSpec("context_decoder",
-                  {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
-                   **{n: cache("text_cache_len") for n in cache_names("past", lc)},
-                   **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary_kv},
-                  {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
-                   **{n: cache("text_cache_len") for n in cache_names("present", lc)}}),
     ]
+
+    def context_decoder(name: str, summary: dict) -> GraphSpec:
+        return GraphSpec(name,
+                         {"tokens": TensorSpec(i64, ("batch", "text_len")), "text_position": per_stream, "chunks_seen": per_stream,
+                          **{n: cache("text_cache_len") for n in cache_names("past", lc)},
+                          **{n: cache("cache_len") for n in cache_names("cross", lc)}, **summary},
+                         {"logits": TensorSpec(f32, ("batch", "text_len", dims.vocab)),
+                          **{n: cache("text_cache_len") for n in cache_names("present", lc)}})
+
     if dims.summary:
-        specs.insert(-1, GraphSpec(SUMMARY_KV, summary_in, summary_kv))
-    assert [s.name for s in specs] == list(component_names(dims.summary))
+        specs.append(GraphSpec(SUMMARY_KV, summary_in, summary_kv))
+    if dims.window_decoder:  # never attends to the summary
+        specs.append(context_decoder(WINDOW_CONTEXT_DECODER, {}))
+    specs.append(context_decoder("context_decoder", summary_kv))
+    assert [s.name for s in specs] == list(component_names(dims.summary, dims.window_decoder))
     return {s.name: s for s in specs}
 
 
@@ -197,9 +220,10 @@ _SECTIONS: dict[str | None, dict[str, tuple[type, Any, Any]]] = {  # section -> 
     None: {"d_model": (int, 1, MAX_DIM), "n_heads": (int, 1, 1024), "mlp_ratio": (int, 1, 64), "temporal_layers": (int, 1, 256),
            "temporal_window": (int, 1, MAX_DIM), "context_layers": (int, 1, 256), "max_text_len": (int, 3, MAX_DIM),
            "vocab_size": (int, 1, MAX_DIM), "summary_tokens": (int, 0, 4096),
-           "summary_order": (int, 0, 4096)},
+           "summary_order": (int, 0, 4096), "window_decoder": (bool, None, None)},
 }
-OPTIONAL = {"summary_tokens": 0, "summary_order": 0}  # top-level fields older configs lack, and the value that means "none"
+# top-level fields older configs lack, and the value that means "none"
+OPTIONAL = {"summary_tokens": 0, "summary_order": 0, "window_decoder": False}
 
 
 def bundle_config(config: dict) -> dict:
@@ -240,7 +264,7 @@ def config_faults(config) -> list[str]:
             value = where.get(name, OPTIONAL.get(name) if section is None else None)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 faults.append(f"config {label} is {value!r}, not a{'n' if kind is int else ''} {kind.__name__}")
             elif low is not None and not low <= value <= high:  # NaN fails this too
                 faults.append(f"config {label} is {value!r}, outside {low}..{high}")
@@ -264,6 +288,8 @@ def config_faults(config) -> list[str]:
         (audio["n_mels"] % audio["patch_mels"] == 0, "config audio.patch_mels must divide audio.n_mels"),
         (round(chunk["chunk_seconds"] * chunk["sample_rate"]) // audio["hop_length"] + 1 >= audio["patch_frames"],
          "config audio.patch_frames is longer than a chunk's spectrogram"),
+        (not config.get("window_decoder") or config.get("summary_tokens"),
+         "config window_decoder needs summary_tokens: it answers while the summary is not attended"),
     ]
     return [message for ok, message in checks if not ok]
 

@@ -60,6 +60,7 @@ class TextBatch:
     position: np.ndarray  # (N,) int64: where each row's next token goes
     cross: dict[str, Any]  # cross_key.{i} / cross_value.{i}: (N, h, C, hd), and summary_key.{i} / ... (N, h, S, hd)
     chunks_seen: np.ndarray  # (N,) int64
+    decoder: str = "context_decoder"  # the graph that answers them (NumpyEngine.text_decoder)
 
     def __len__(self) -> int:
         return len(self.position)
@@ -200,12 +201,21 @@ class NumpyEngine:
 
     # -- questions --------------------------------------------------------------------------
 
+    def text_decoder(self, state: StreamState) -> str:
+        """The graph that answers a question about `state`: with a window decoder (contract.WINDOW_CONTEXT_DECODER),
+        it while no chunk has left the cross cache's slots (as MirasolModel.generate), else the context decoder."""
+        if self.dims.window_decoder and state.chunks <= self.cache_len // self.dims.latents:
+            return contract.WINDOW_CONTEXT_DECODER
+        return "context_decoder"
+
     def prefill(self, states: Sequence[StreamState], prompts: Sequence[Sequence[int]], text_cache_len: int | None = None
                 ) -> tuple[np.ndarray, TextBatch]:
-        """N prompts (row i about states[i], which has a chunk) -> logits of each prompt's last token
-        (N, V) f32 and the TextBatch to decode from. Shorter prompts are padded at the end.
-        text_cache_len: positions of the self cache (all that prompt + answer tokens reach; default
-        max_text_len): every decoding step of this batch then has this shape."""
+        """N prompts (row i about states[i], which has a chunk; all answered by one `text_decoder`) -> logits
+        of each prompt's last token (N, V) f32 and the TextBatch to decode from. Shorter prompts are padded
+        at the end. text_cache_len: positions of the self cache (all that prompt + answer tokens reach;
+        default max_text_len): every decoding step of this batch then has this shape."""
+        decoder = self.text_decoder(states[0])
+        assert all(self.text_decoder(s) == decoder for s in states), "one decoder per batch of questions (generation.generate)"
         n, longest = len(prompts), max(len(p) for p in prompts)
         text_cache_len = text_cache_len or self.dims.max_text_len
         assert longest <= text_cache_len <= self.dims.max_text_len
@@ -217,8 +227,9 @@ class NumpyEngine:
             past={name: np.zeros((n, self.dims.heads, text_cache_len, self.dims.head_dim), np.float32)
                   for name in self._text.values()},
             position=np.zeros(n, np.int64),
-            cross={**self._filled_cross(states), **self._summary_keys_values(states)},
+            cross={**self._filled_cross(states), **(self._summary_keys_values(states) if decoder == "context_decoder" else {})},
             chunks_seen=np.array([s.chunks for s in states], np.int64),
+            decoder=decoder,
         )
         logits, text = self._text_step(text, tokens)  # (N, T, V)
         text.position = lengths
@@ -253,10 +264,10 @@ class NumpyEngine:
     def _text_step(self, text: TextBatch, tokens: np.ndarray) -> tuple[np.ndarray, TextBatch]:
         # Rows that are done keep stepping until the batch is compacted; they must stay inside the cache.
         position = np.minimum(text.position, self._text_cache_len(text) - tokens.shape[1])
-        out = self._run("context_decoder", {"tokens": tokens, "text_position": position, "chunks_seen": text.chunks_seen,
-                                            **text.past, **text.cross})
+        out = self._run(text.decoder, {"tokens": tokens, "text_position": position, "chunks_seen": text.chunks_seen,
+                                       **text.past, **text.cross})
         past = {past: out[present] for present, past in self._text.items()}
-        return self.logits_to_host(out["logits"]), TextBatch(past, text.position, text.cross, text.chunks_seen)
+        return self.logits_to_host(out["logits"]), TextBatch(past, text.position, text.cross, text.chunks_seen, text.decoder)
 
     def _text_cache_len(self, text: TextBatch) -> int:
         value = next(iter(text.past.values()))
@@ -266,7 +277,7 @@ class NumpyEngine:
         """The TextBatch of `rows` only (questions still being answered)."""
         take = self._take
         return TextBatch({n: take(v, rows) for n, v in text.past.items()}, text.position[rows],
-                         {n: take(v, rows) for n, v in text.cross.items()}, text.chunks_seen[rows])
+                         {n: take(v, rows) for n, v in text.cross.items()}, text.chunks_seen[rows], text.decoder)
 
     def _take(self, value, rows: np.ndarray):
         return value[rows]
@@ -337,6 +348,9 @@ def check_same_types(sessions: dict, dims: contract.Dims) -> None:
     ]
     if dims.memory:
         links.append(("combiner", "memory_out", "combiner", "memory"))
+    if dims.window_decoder:
+        window = contract.WINDOW_CONTEXT_DECODER
+        links += [("context_cross_kv", "present_cross_key.0", window, "cross_key.0"), (window, "present_key.0", window, "past_key.0")]
     if dims.summary:
         links += [("context_cross_kv", "summary_out", "context_cross_kv", "summary"),
                   ("context_cross_kv", "summary_out", contract.SUMMARY_KV, "summary"),

@@ -71,10 +71,30 @@ def generate(engine, states, prompts: list[list[int]], options: list[GenerationO
     states[i]: the stream state question i is about (a chunk pushed); prompts[i]: its prompt ids;
     options[i]: its options, max_new_tokens resolved. A question ends at eos (yielded, the last of
     its tokens) or at its token budget; stop_at_eos=False generates every budget in full (benchmarks).
+    Questions answered by different graphs (engine.text_decoder: a window decoder inside the window)
+    are batched per graph, their steps taken in turn and yielded together.
     """
     assert all(o.max_new_tokens is not None for o in options), "max_new_tokens is resolved by the caller"
+    groups: dict[str, list[int]] = {}
+    for i, state in enumerate(states):
+        groups.setdefault(engine.text_decoder(state), []).append(i)
+    batches = [_generate_batch(engine, states, prompts, options, max_text_len, stop_at_eos, rows) for rows in groups.values()]
+    while batches:
+        step = []
+        for batch in list(batches):
+            try:
+                step += next(batch)
+            except StopIteration:
+                batches.remove(batch)
+        if step:
+            yield step
+
+
+def _generate_batch(engine, states, prompts: list[list[int]], options: list[GenerationOptions], max_text_len: int,
+                    stop_at_eos: bool, requests: list[int]) -> Iterator[list[tuple[int, int]]]:
+    """generate for the questions `requests` (indices into states, prompts and options), one decoder's."""
     budget = np.array([min(int(o.max_new_tokens or 0), max_text_len - len(p)) for o, p in zip(options, prompts)])  # the position table ends at max_text_len
-    rows = np.flatnonzero(budget > 0)  # the batch's rows, as request indices
+    rows = np.array([i for i in requests if budget[i] > 0], dtype=np.int64)  # the batch's rows, as request indices
     if not len(rows):
         return
     rngs = [np.random.default_rng(o.seed) if o.temperature > 0 else None for o in options]

@@ -20,7 +20,7 @@ import numpy as np
 
 from mirasol_edge.runtime.bundle import Bundle, BundleError, load_bundle
 from mirasol_edge.runtime.chunking import check_media
-from mirasol_edge.runtime.contract import MAX_DIM, OPTIONAL, component_names
+from mirasol_edge.runtime.contract import MAX_DIM, config_components
 from mirasol_edge.runtime.engine import BoundEngine, NumpyEngine, check_same_types, check_sessions
 from mirasol_edge.runtime.generation import GenerationOptions, generate
 from mirasol_edge.runtime.tokenizer import prompt_tokens
@@ -75,8 +75,7 @@ class Runtime:
         self.bundle, self.options = bundle, options
         self.providers = _providers(ort, options)
         self.session_options = _session_options(ort, options)
-        self.sessions = {name: self._session(ort, name)
-                         for name in component_names(bundle.config.get("summary_tokens", OPTIONAL["summary_tokens"]))}
+        self.sessions = {name: self._session(ort, name) for name in config_components(bundle.config)}
         self.dims = check_sessions(self.sessions, bundle)
         cache_len = self.temporal_window * self.dims.latents
         io_binding = options.io_binding if options.io_binding is not None else options.provider == "cuda"

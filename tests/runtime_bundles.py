@@ -148,6 +148,35 @@ def trained_summary():
     return _kept("trained-summary", lambda: tiny_model(seed=0, **SUMMARY), _train)
 
 
+def routed(model):
+    """`model` (with a window decoder) with its context decoder's logits negated, in place: every answer it gives
+    differs from the window decoder's, so a question sent to the wrong one shows (a stand-in for stage 3's change)."""
+    import torch
+
+    with torch.no_grad():
+        model.context_decoder.norm.weight.neg_()
+        model.context_decoder.norm.bias.neg_()
+    return model.eval()
+
+
+@functools.cache
+def routed_summary():
+    """(model, bundle path): trained_summary's model with the summary attended past its 2-chunk window only and a
+    window decoder (its own context decoder, kept) answering inside it; the context decoder `routed`."""
+    import dataclasses
+
+    from mirasol_edge.model import MirasolModel
+
+    def make():
+        base, _ = trained_summary()
+        model = MirasolModel(dataclasses.replace(base.cfg, summary_after_window=True, window_decoder=True))
+        model.load_state_dict(base.state_dict(), strict=False)  # all but the window decoder
+        model.window_decoder.load_state_dict(base.context_decoder.state_dict())
+        return routed(model)
+
+    return _kept("routed-summary", make)
+
+
 @functools.cache
 def untrained(combiner: str = "transformer"):
     """(model, bundle path) of a randomly initialised tiny model (seed 0)."""

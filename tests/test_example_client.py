@@ -18,7 +18,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from media_fixtures import write_media  # noqa: E402
-from runtime_bundles import trained, trained_summary, untrained  # noqa: E402
+from runtime_bundles import routed_summary, trained, trained_summary, untrained  # noqa: E402
 
 from mirasol_edge.data.synth import render_clip  # noqa: E402
 from mirasol_edge.runtime.chunking import ChunkSpec  # noqa: E402
@@ -143,6 +143,19 @@ def test_the_example_client_carries_the_memory_past_the_window(tmp_path):
     stream.push_source(str(path))
     _, _, answers = run_client(bundle, path, questions, tmp_path / "client.npz")
     assert answers == [stream.ask(q) for q in questions]
+
+
+def test_the_example_client_sends_questions_inside_the_window_to_the_window_decoder(tmp_path):
+    bundle = routed_summary()[1]  # a 2-chunk window: a 2 s clip is inside it, a 4 s one past it
+    runtime = Runtime.load(bundle, intra_op_threads=1)
+    for seconds in (2.0, 4.0):
+        path = tmp_path / f"clip-{seconds:g}.mp4"
+        questions = write_clip(path, (64, 48), 10, seconds, ("aac", 48_000, 1, seconds), 0, seed=7)
+        stream = runtime.create_stream()
+        stream.push_source(str(path))
+        assert stream.chunks == seconds
+        _, _, answers = run_client(bundle, path, questions, tmp_path / "client.npz")
+        assert answers == [stream.ask(q) for q in questions]
 
 
 def test_the_example_client_runs_as_a_script_without_any_of_our_code(tmp_path, both):

@@ -48,10 +48,14 @@ class CountingEngine:
 
     Rows carry their request's stop step as the "position" so selection and compaction can be checked."""
 
-    def __init__(self, lengths):
-        self.lengths, self.batches = lengths, []
+    def __init__(self, lengths, window=()):
+        self.lengths, self.batches, self.window, self.prefills = lengths, [], set(window), []
+
+    def text_decoder(self, state):
+        return "window_context_decoder" if state in self.window else "context_decoder"
 
     def prefill(self, states, prompts, text_cache_len):
+        self.prefills.append({self.text_decoder(s) for s in states})
         text = {"request": np.array(states), "step": np.zeros(len(states), int)}
         return self._logits(text), text
 
@@ -83,6 +87,22 @@ def test_lockstep_generation_drops_finished_questions_and_keeps_each_answer():
     for i, n in enumerate(lengths):
         assert out[i] == [10 + k for k in range(n)] + [tokenizer.EOS]
     assert engine.batches == [6, 6, 6, 3, 3, 3, 3]  # compacted once half of the six were done
+
+
+def test_questions_for_two_decoders_decode_as_two_batches_each_answer_as_alone():
+    from mirasol_edge.runtime.generation import generate
+
+    lengths = [1, 6, 2, 0, 6, 3]
+    engine = CountingEngine(lengths, window=(1, 2, 5))  # a window decoder answers these three
+    options = [GenerationOptions(max_new_tokens=16)] * len(lengths)
+    out = {i: [] for i in range(len(lengths))}
+    for step in generate(engine, list(range(len(lengths))), [[1, 2]] * len(lengths), options, max_text_len=64):
+        assert len({i for i, _ in step}) == len(step)  # one token per question per step
+        for i, token in step:
+            out[i].append(token)
+    for i, n in enumerate(lengths):
+        assert out[i] == [10 + k for k in range(n)] + [tokenizer.EOS]
+    assert engine.prefills == [{"context_decoder"}, {"window_context_decoder"}]  # one batch per graph, never mixed
 
 
 def test_a_question_stops_at_its_own_token_budget():

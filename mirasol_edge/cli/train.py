@@ -136,6 +136,10 @@ def train_memory(
         0, "--summary-order", help="R: the first R summary tokens also carry which of the others found something later and "
         "which earlier (from each token's pooled mean time; model/summary.py); 0: none. With --pooling-weight, the "
         "supervised tokens are the first 9 (tone, beeps, noise, first chunk, a colour each)."),
+    window_decoder: bool = typer.Option(
+        False, "--window-decoder", help="Keep the checkpoint's context decoder, untrained, for questions asked before any "
+        "chunk has left the window (needs --summary-after-window): clips that fit the window answer exactly as before; "
+        "the decoder trained here answers past the window only."),
     long_clips: int = typer.Option(1500, "--long-clips", help="Synthetic training clips longer than the window ..."),
     long_seconds: str = typer.Option("80,160", "--long-seconds", help="... their shortest and longest length, seconds."),
     short_clips: int = typer.Option(300, "--short-clips", help="Synthetic training clips of 4-12 s beside them ..."),
@@ -199,11 +203,14 @@ def train_memory(
         raise ValueError(f"--summary-order must be 0..--summary-tokens ({summary_tokens}), got {summary_order}.")
     if not 0 <= pooling_weight < float("inf"):
         raise ValueError(f"--pooling-weight must be a finite number >= 0, got {pooling_weight}.")
+    if window_decoder and not summary_after_window:
+        raise ValueError("--window-decoder answers the questions asked before the summary is attended; add --summary-after-window.")
     _set_threads(threads)
     window_only, _ = load_checkpoint(checkpoint)
     if window_only.summary is not None:
         raise ValueError(f"{checkpoint} already has a memory past the window; start from a window-only checkpoint.")
-    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, seed=data_seed, order=summary_order)
+    model = with_summary(window_only, summary_tokens, summary_pooling, summary_after_window, seed=data_seed, order=summary_order,
+                         window_decoder=window_decoder)
     spec = model.cfg.chunk
     long, short = [], []
     if long_clips:

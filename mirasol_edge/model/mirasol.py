@@ -44,6 +44,7 @@ class MirasolModel(nn.Module):
         self.combiner = build_combiner(cfg)
         self.temporal_decoder = TemporalDecoder(cfg)
         self.context_decoder = ContextDecoder(cfg)
+        self.window_decoder = _window_decoder(cfg, self.context_decoder) if cfg.window_decoder else None
         self.summary = SummaryMemory(cfg) if cfg.summary_tokens else None
         # training only (never exported): a chunk's m features -> the classes of its events
         self.event_head = nn.Linear(cfg.combiner.latents * cfg.d_model, sum(cfg.event_classes)) if cfg.event_classes else None
@@ -163,16 +164,19 @@ class MirasolModel(nn.Module):
         summary's keys and values (stream_summary, clip_context), required with a summary memory;
         prompt (B, T0) ids -> generated ids
         (B, n), n <= max_new_tokens, ending where every row has produced eos (eos included; rows
-        done early are padded with eos).
+        done early are padded with eos). With a window decoder, it answers while no chunk has left the
+        cross cache (chunks <= C / m; the runtime's engine.text_decoder), the context decoder past that.
         """
         cfg, decoder = self.cfg, self.context_decoder
         b, t0 = prompt.shape
         max_new_tokens = min(max_new_tokens, cfg.max_text_len - t0)
         empty = prompt.new_zeros(b, cfg.n_heads, cfg.max_text_len, cfg.d_model // cfg.n_heads, dtype=cross[0][0].dtype)
-        seen = torch.full((b,), cross[0][0].shape[2] // cfg.combiner.latents if chunks is None else chunks,
-                          dtype=torch.long, device=prompt.device)
+        slots = cross[0][0].shape[2] // cfg.combiner.latents
+        seen = torch.full((b,), slots if chunks is None else chunks, dtype=torch.long, device=prompt.device)
         position = torch.zeros(b, dtype=torch.long, device=prompt.device)
         assert (summary is None) == (self.summary is None), "pass the summary's keys and values exactly when the model has one"
+        if self.window_decoder is not None and (chunks is None or chunks <= slots):
+            decoder, summary = self.window_decoder, None  # it never attends to the summary
         logits, past = decoder.step(prompt, position, [(empty, empty)] * cfg.context_layers, cross, seen, summary)  # prefill
         position = position + t0
         out, done = [], torch.zeros(b, dtype=torch.bool, device=prompt.device)
@@ -209,3 +213,12 @@ class MirasolModel(nn.Module):
         _, features = self.encode(torch.from_numpy(waveform)[None].to(device), torch.from_numpy(frames)[None].to(device))
         cross, summary = self.clip_context(features)
         return tokenizer.detokenize(self.generate(cross, prompt, max_new_tokens, chunks=len(frames), summary=summary)[0].tolist())
+
+
+def _window_decoder(cfg: ModelConfig, context_decoder: ContextDecoder) -> ContextDecoder:
+    """ModelConfig.window_decoder's decoder: its cross keys and values are the context decoder's own modules,
+    so the cross cache context_cross_kv writes serves both (stage 3 keeps them frozen: train/memory.py)."""
+    decoder = ContextDecoder(cfg)
+    for own, shared in zip(decoder.blocks, context_decoder.blocks):
+        own.cross_attn.key_value = shared.cross_attn.key_value
+    return decoder

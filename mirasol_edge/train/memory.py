@@ -63,18 +63,21 @@ def pooling_targets(events: np.ndarray) -> Tensor:
 
 
 def with_summary(model: MirasolModel, summary_tokens: int, pooling: str = "latent", after_window: bool = False,
-                 seed: int = 0, order: int = 0) -> MirasolModel:
+                 seed: int = 0, order: int = 0, window_decoder: bool = False) -> MirasolModel:
     """A new model: `model`'s config with `summary_tokens` pooling `pooling` entries (ModelConfig.summary_pooling),
     attended always or only after the window (ModelConfig.summary_after_window), its first `order` tokens related by
     time (ModelConfig.summary_order), its weights, a fresh summary memory drawn from `seed` (the same seed, the same
-    memory: stage 3 reruns as it ran)."""
+    memory: stage 3 reruns as it ran). window_decoder (ModelConfig.window_decoder): also a copy of `model`'s context
+    decoder, which train_memory leaves as it is, for the questions inside the window."""
     cfg = replace(model.cfg, summary_tokens=summary_tokens, summary_pooling=pooling, summary_after_window=after_window,
-                  summary_order=order)
+                  summary_order=order, window_decoder=window_decoder)
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         torch.manual_seed(seed)
         out = MirasolModel(cfg)
     missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("summary.") for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith(("summary.", "window_decoder.")) for k in missing), (missing, unexpected)
+    if out.window_decoder is not None:
+        out.window_decoder.load_state_dict(model.context_decoder.state_dict())
     return out
 
 
@@ -180,13 +183,17 @@ def train_memory(model: MirasolModel, clips: list[CachedClip], out: Path, minute
     if pooling_weight and any(c.targets is None for c in [*clips, *rehearsal]):
         raise ValueError("pooling supervision needs per-second event labels (synthetic clips in 1 s chunks); "
                          "set its weight to 0 for this model.")
-    trained = [*model.summary.parameters(), *model.context_decoder.parameters()]
+    # A window decoder stays as it was trained, and so do the cross keys and values it shares with the
+    # context decoder: the one cross cache must read the same for both.
+    kept = {id(p) for p in model.window_decoder.parameters()} if model.window_decoder is not None else set()
+    decoder = [p for p in model.context_decoder.parameters() if id(p) not in kept]
+    trained = [*model.summary.parameters(), *decoder]
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
     groups = [{"params": list(model.summary.parameters()), "lr_scale": 1.0},
-              {"params": list(model.context_decoder.parameters()), "lr_scale": decoder_lr_scale}]
+              {"params": decoder, "lr_scale": decoder_lr_scale}]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
     autocast, _ = autocast_and_scaler(torch.device("cpu"), amp)
     rng = np.random.default_rng(seed)
