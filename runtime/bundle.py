@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from mirasol_edge.runtime import contract, media, tokenizer
 from mirasol_edge.runtime.chunking import KEEP_PARTIAL_FRACTION, ChunkSpec
-from mirasol_edge.runtime.contract import COMPONENTS, FORMAT, READABLE_FORMATS
+from mirasol_edge.runtime.contract import COMPONENTS, READABLE_FORMATS
 
 MANIFEST = "manifest.json"
 _HASH_BLOCK = 1 << 20  # hash in 1 MiB reads: large bundles never sit whole in memory
