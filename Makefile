@@ -26,7 +26,7 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # RESULTS.md: train the small preset (stage 1, 30 min), fine-tune it with 80 % of the clips off the chunk
-# grid, their sounds placed against a shape change where one fits (stage 2, 14 min), add the memory past the
+# grid, half their sounds placed against a shape change where one fits (stage 2, 14 min), add the memory past the
 # window from cached features of long and short clips (stage 3: 15.7 min in all, wall clock: caching 1 500 long
 # and 300 short clips, under AMP, then steps with the pooling loss for whatever caching left, so the three stages
 # fit the hour however fast this CPU caches; the summary is attended only once a chunk has left the window, and
@@ -46,7 +46,7 @@ reproduce: $(STAMP)
 		--batch-size 8 --questions-per-clip 0 --event-loss-weight 1 --lr 1e-3 --amp $(AMP)
 	$(CLI) train --preset small --out runs/small-offgrid --minutes $(OFFGRID_MINUTES) --batch-size 8 --questions-per-clip 0 \
 		--event-loss-weight 1 --lr 3e-4 --warmup-steps 20 --amp $(AMP) --data-seed 3 --init-from runs/small/checkpoint.pt \
-		--off-grid-fraction 0.8 --near-change 1
+		--off-grid-fraction 0.8 --near-change 0.5
 	$(CLI) train-memory runs/small-offgrid/checkpoint.pt --out runs/small-memory --summary-tokens 64 --summary-after-window --summary-order 9 \
 		--window-decoder --pooling-weight 1 --long-clips 1500 --long-seconds 80,160 --short-clips 300 --total-minutes $(MEMORY_TOTAL_MINUTES) --cache-amp $(AMP) --batch-size 16 --lr 2e-3
 	test -f runs/heldout-small/manifest.jsonl || $(CLI) data synth runs/heldout-small --n 1000 --seed 1000 --preset small
