@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import tiny_model
 from mirasol_edge.cli import app
 
 runner = CliRunner()
@@ -21,6 +22,17 @@ def test_info_json_reports_the_printed_figures(tmp_path):
     assert info["parameters"]["total"] == sum(n for name, n in info["parameters"].items() if name != "total")
     assert f"{info['parameters']['total']:,}" in result.output
     assert info["flops_per_chunk"]["chunk_total"] > info["flops_per_token"] > 0
+
+
+def test_info_reads_a_checkpoint_with_a_summary_and_a_window_decoder(tmp_path):
+    from mirasol_edge.checkpoint import save_checkpoint
+    from mirasol_edge.train.memory import with_summary
+
+    path = tmp_path / "memory.pt"
+    save_checkpoint(path, with_summary(tiny_model(), 4, after_window=True, window_decoder=True))
+    result = runner.invoke(app, ["info", "--checkpoint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "window_decoder" in result.output and "summary keys and values (once per question)" in result.output
 
 
 def write_weights(path, state):

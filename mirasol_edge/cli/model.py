@@ -49,6 +49,9 @@ def info(
         if component == "summary":  # its update runs in the context_cross_kv graph, counted there
             typer.echo(f"{component:<18}{n:>16,}{'(in context)':>15}")
             continue
+        if component == "window_decoder":  # reads the context decoder's cross ring: nothing of its own per chunk
+            typer.echo(f"{component:<18}{n:>16,}{'(per token)':>15}")
+            continue
         f = flops[component] if component != "context_decoder" else flops["context_cross_kv"]
         typer.echo(f"{component:<18}{n:>16,}{f / 1e9:>15.3f}")
     typer.echo(f"{'total':<18}{counts['total']:>16,}{flops['chunk_total'] / 1e9:>15.3f}")
