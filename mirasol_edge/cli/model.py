@@ -10,6 +10,11 @@ import typer
 from mirasol_edge.cli.app import COMBINER, VIDEO_BACKBONE, VIDEO_BACKBONE_WEIGHTS, json_option, model_config, write_json
 
 
+# components with no per-chunk graph of their own: what the FLOPs column says instead
+NO_CHUNK_COST = {"summary": "(in context)",  # its update runs in the context_cross_kv graph, counted there
+                 "window_decoder": "(per token)"}  # reads the context decoder's cross ring
+
+
 def info(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="tiny, small (default), base or mirasol3b."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Describe a checkpoint's model instead."),
@@ -46,11 +51,8 @@ def info(
     for component, n in counts.items():
         if component == "total":
             continue
-        if component == "summary":  # its update runs in the context_cross_kv graph, counted there
-            typer.echo(f"{component:<18}{n:>16,}{'(in context)':>15}")
-            continue
-        if component == "window_decoder":  # reads the context decoder's cross ring: nothing of its own per chunk
-            typer.echo(f"{component:<18}{n:>16,}{'(per token)':>15}")
+        if component in NO_CHUNK_COST:
+            typer.echo(f"{component:<18}{n:>16,}{NO_CHUNK_COST[component]:>15}")
             continue
         f = flops[component] if component != "context_decoder" else flops["context_cross_kv"]
         typer.echo(f"{component:<18}{n:>16,}{f / 1e9:>15.3f}")
